@@ -1,0 +1,44 @@
+# mlplab: every target bootstraps .venv itself. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS ?= dev
+ARGS ?=
+SWEEP ?= default
+RUN ?=
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test sweep tune ui rerun bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the project with its dev extra
+
+run: $(STAMP) ## run the pipeline once (the tutorial experiment); ARGS="key=value ..."
+	$(PY) pipelines/run.py $(ARGS)
+
+test: $(STAMP) ## run the whole test suite (what CI runs)
+	$(PY) -m pytest $(ARGS)
+
+ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the local store
+	@$(PY) -m mlplab.ui_link --port $(PORT)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
+
+lint: $(STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check src pipelines tests benchmarks
+	$(VENV)/bin/ruff format --check src pipelines tests benchmarks
+	$(VENV)/bin/mypy
+
+clean: ## remove the venv, the local store and Hydra's outputs
+	rm -rf $(VENV) mlflow.db mlartifacts mlruns outputs multirun .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,161 @@
+"""Glue between Hydra's entry points and the pipeline: exit statuses, messages, the sink.
+
+Exit statuses: 0 success; 2 a user error (bad config value, bad data file, unreachable
+store), one line on stderr and no traceback; 1 a run that failed (divergence, failed
+gradient check, a failed sweep child); 130 an interrupt (SIGINT or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mlplab.config import Config, to_config
+from mlplab.errors import RunFailed, UserError
+from mlplab.pipeline import RunOutcome, run
+from mlplab.tracking import MlflowSink, NullSink, configure_http, resolve_uri
+
+log = logging.getLogger("mlplab")
+
+
+class _State:
+    started = False  # the task function was entered: Hydra's composition succeeded
+    failed = False  # a job failed (sweeps go on; the exit status says so at the end)
+    user_error = False
+
+
+STATE = _State()
+
+
+def error(message: str) -> None:
+    """Print one user-facing error line on stderr."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def make_sink(cfg: Config) -> Any:
+    """The tracking sink for ``cfg`` (connects, creating the experiment if needed)."""
+    if not cfg.tracking.enabled:
+        return NullSink()
+    return MlflowSink(str(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.parent_run_id)
+
+
+def _hydra_context() -> tuple[list[str], Path, bool]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
+    return overrides, Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
+
+
+def prepare(cfg: DictConfig | Config) -> Config:
+    """Typed config with the tracking URI made absolute and HTTP limits applied."""
+    typed = to_config(cfg)
+    typed.tracking.uri = resolve_uri(typed.tracking.uri)
+    configure_http(typed.tracking.timeout, typed.tracking.retries)
+    return typed
+
+
+def run_job(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunOutcome | None:
+    """Run one Hydra job. In a multirun a failed job is recorded and the sweep goes on."""
+    STATE.started = True
+    overrides, out_dir, multirun = _hydra_context()
+    typed = prepare(cfg)
+    try:
+        return run(typed, make_sink, out_dir, overrides, extra_tags)
+    except UserError as exc:
+        STATE.user_error = True
+        if not multirun:
+            error(str(exc))
+            raise SystemExit(exc.exit_code) from None
+        STATE.failed = True
+        log.error("job %s: %s", " ".join(overrides), exc)
+        _record_failed_job(typed, overrides, str(exc))
+    except RunFailed as exc:
+        STATE.failed = True
+        if not multirun:
+            error(f"run failed: {exc}")
+            raise SystemExit(exc.exit_code) from None
+        log.error("job %s failed: %s", " ".join(overrides), exc)
+    except KeyboardInterrupt:
+        raise
+    except Exception:
+        if not multirun:
+            raise
+        STATE.failed = True
+        log.exception("job %s crashed", " ".join(overrides))
+    return None
+
+
+def _record_failed_job(cfg: Config, overrides: list[str], reason: str) -> None:
+    """A sweep job refused by validation still shows in the sweep, as a FAILED child."""
+    if not (cfg.tracking.enabled and cfg.tracking.parent_run_id):
+        return
+    from dataclasses import asdict
+
+    from mlplab.pipeline import run_name_from_overrides
+    from mlplab.tracking import flatten
+
+    try:
+        sink = make_sink(cfg)
+        sink.start(flatten(asdict(cfg)), {"failure_reason": reason},
+                   run_name_from_overrides(overrides))
+        sink.end("FAILED")
+    except Exception as exc:  # noqa: BLE001 - the store itself may be the problem
+        log.error("could not record the failed job: %s", exc)
+
+
+def report(outcome: RunOutcome | None) -> None:
+    """What the user sees at the end of a run."""
+    if outcome is None:
+        return
+    m = outcome.metrics
+    lines = [
+        f"run {outcome.run_id or '(tracking off)'}: {outcome.status}, "
+        f"{outcome.epochs_run} epochs, weights sha256 {outcome.weights_sha256[:12]}",
+        f"  train RMSE {m.get('final_train_rmse', float('nan')):.6f}   "
+        f"test RMSE {m.get('test_rmse', float('nan')):.6f}"
+        + (f"   test accuracy {m['test_accuracy']:.3f}" if "test_accuracy" in m else ""),
+        f"  files: {outcome.out_dir}",
+    ]
+    if outcome.run_id:
+        lines.append("  look at it: make ui  (MLflow UI on http://127.0.0.1:5000)")
+    print("\n".join(lines), flush=True)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def finish_main(main: Callable[[], Any]) -> int:
+    """Call a ``@hydra.main`` function and turn its outcome into an exit status."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 1 and not STATE.started:
+            return 2  # Hydra refused the config (unknown option, wrong type): a user error
+        _close_sweep("FAILED" if code else "FINISHED")
+        return code
+    except KeyboardInterrupt:
+        _close_sweep("KILLED")
+        error("interrupted")
+        return 130
+    _close_sweep("FAILED")
+    return 1 if STATE.failed else 0
+
+
+def _close_sweep(status: str) -> None:
+    """Close a sweep's parent run that is still open (no-op outside sweeps)."""
+    try:
+        from mlplab.sweep import close_open_parent
+    except ImportError:
+        return
+    close_open_parent(status)

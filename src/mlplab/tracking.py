@@ -1,0 +1,242 @@
+"""The MLflow sink: the one module that talks to MLflow while a run is logged.
+
+The pipeline calls a :class:`Sink`; :class:`MlflowSink` writes to a tracking store,
+:class:`NullSink` (``tracking.enabled=false``) writes nothing. Metric histories go out
+with ``log_batch`` in chunks of at most 1 000 points, params in chunks of 100.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from mlplab.errors import TrackingError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+METRIC_CHUNK = 1000
+PARAM_CHUNK = 100
+PARAM_MAX_LEN = 6000
+
+
+def repo_root() -> Path:
+    """The project folder (where ``pyproject.toml`` is), else the working directory."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").is_file() and (parent / "conf").is_dir():
+            return parent
+    return Path.cwd()
+
+
+def default_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db`` (absolute)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def resolve_uri(uri: str | None) -> str:
+    """Absolute tracking URI: relative SQLite paths and plain folders are made absolute."""
+    if not uri:
+        return default_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Where a local store keeps artifacts: ``mlartifacts/`` beside the SQLite file."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping to dotted keys with string values (lists as ``[a, b]``)."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            text = "null" if value is None else str(value)
+            out[name] = text[:PARAM_MAX_LEN]
+    return out
+
+
+def configure_http(timeout: int, retries: int) -> None:
+    """Bound MLflow's HTTP timeout and retries so a dead server fails a run in seconds."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+
+
+def get_client(uri: str) -> MlflowClient:
+    """A client for ``uri``."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """Id of experiment ``name``, created (with a local artifact folder) if missing.
+
+    Raises :class:`TrackingError` when the store cannot be reached or written.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                client.restore_experiment(exp.experiment_id)
+            return str(exp.experiment_id)
+        root = artifact_root_for(uri)
+        location = f"{root}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" if root else None
+        try:
+            return str(client.create_experiment(name, artifact_location=location))
+        except MlflowException:
+            exp = client.get_experiment_by_name(name)  # created meanwhile by another job
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(
+            f"tracking.uri={uri!r}: the MLflow store cannot be reached or written ({first[:300]})"
+        ) from None
+
+
+class Sink(Protocol):
+    """What the pipeline tells a tracker."""
+
+    run_id: str | None
+
+    def start(self, params: dict[str, str], tags: dict[str, str], run_name: str | None) -> None:
+        """Open a run."""
+
+    def log_history(self, history: Mapping[str, np.ndarray]) -> None:
+        """Per-epoch metrics, step = epoch counted from 1."""
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Final (single-point) metrics."""
+
+    def log_artifacts(self, local_dir: Path) -> None:
+        """Every file under ``local_dir``, keeping the relative layout."""
+
+    def log_model(self, model_dir: Path) -> None:
+        """The trained network as an MLflow model (see :mod:`mlplab.serving`)."""
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tags on the run."""
+
+    def end(self, status: str) -> None:
+        """Close the run as FINISHED, FAILED or KILLED."""
+
+
+class NullSink:
+    """Tracking disabled: nothing is written."""
+
+    run_id: str | None = None
+
+    def start(self, params: dict[str, str], tags: dict[str, str], run_name: str | None) -> None:
+        """Nothing to open."""
+
+    def log_history(self, history: Mapping[str, np.ndarray]) -> None:
+        """Nothing to log."""
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Nothing to log."""
+
+    def log_artifacts(self, local_dir: Path) -> None:
+        """Nothing to log."""
+
+    def log_model(self, model_dir: Path) -> None:
+        """Nothing to log."""
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Nothing to tag."""
+
+    def end(self, status: str) -> None:
+        """Nothing to close."""
+
+
+class MlflowSink:
+    """Logs one run into an MLflow store through ``MlflowClient`` (no global active run)."""
+
+    def __init__(self, uri: str, experiment: str, parent_run_id: str | None = None) -> None:
+        self.uri = resolve_uri(uri)
+        self.experiment = experiment
+        self.parent_run_id = parent_run_id
+        self.run_id: str | None = None
+        self.client = get_client(self.uri)
+        self.experiment_id = ensure_experiment(self.client, experiment, self.uri)
+
+    def start(self, params: dict[str, str], tags: dict[str, str], run_name: str | None) -> None:
+        """Create the run (nested under the sweep's parent when there is one)."""
+        from mlflow.entities import Param
+
+        all_tags = dict(tags)
+        if self.parent_run_id:
+            all_tags["mlflow.parentRunId"] = self.parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), PARAM_CHUNK):
+            self.client.log_batch(self.run_id, params=items[i : i + PARAM_CHUNK])
+
+    def log_history(self, history: Mapping[str, np.ndarray]) -> None:
+        """Send every series with ``log_batch`` in chunks of :data:`METRIC_CHUNK` points."""
+        from mlflow.entities import Metric
+
+        assert self.run_id is not None
+        now = int(time.time() * 1000)
+        batch: list[Metric] = []
+        for key, values in history.items():
+            for step, value in enumerate(np.asarray(values, dtype=float).tolist(), start=1):
+                batch.append(Metric(key, value, now, step))
+                if len(batch) == METRIC_CHUNK:
+                    self.client.log_batch(self.run_id, metrics=batch)
+                    batch = []
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Single-point metrics, step 0."""
+        from mlflow.entities import Metric
+
+        assert self.run_id is not None
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        for i in range(0, len(items), METRIC_CHUNK):
+            self.client.log_batch(self.run_id, metrics=items[i : i + METRIC_CHUNK])
+
+    def log_artifacts(self, local_dir: Path) -> None:
+        """Upload the folder's contents to the run's artifact root."""
+        assert self.run_id is not None
+        self.client.log_artifacts(self.run_id, str(local_dir))
+
+    def log_model(self, model_dir: Path) -> None:
+        """Log the pyfunc model saved in ``model_dir`` (see :func:`mlplab.serving.save_model`)."""
+        assert self.run_id is not None
+        self.client.log_artifacts(self.run_id, str(model_dir), artifact_path="model")
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags (values cut to MLflow's limit)."""
+        from mlflow.entities import RunTag
+
+        assert self.run_id is not None
+        self.client.log_batch(
+            self.run_id, tags=[RunTag(k, str(v)[:PARAM_MAX_LEN]) for k, v in tags.items()]
+        )
+
+    def end(self, status: str) -> None:
+        """Terminate the run with ``status``."""
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)

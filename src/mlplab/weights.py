@@ -1,0 +1,58 @@
+"""The weight file format (.npz with W0, W1, ...; row 0 = bias) and its hash."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mlplab.errors import DataError
+
+Array = np.ndarray
+
+
+def save_weights(path: Path, weights: Sequence[Array]) -> Path:
+    """Write ``weights`` as ``W0, W1, ...`` into an uncompressed .npz at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{f"W{l}": W for l, W in enumerate(weights)})
+    return path
+
+
+def load_weights(path: str | Path) -> list[Array]:
+    """Read W0, W1, ... from an .npz; raises :class:`DataError` if the file is unusable."""
+    try:
+        with np.load(path) as npz:
+            names = sorted((k for k in npz.files if k.startswith("W")), key=lambda k: int(k[1:]))
+            if not names or names != [f"W{l}" for l in range(len(names))]:
+                raise DataError(
+                    f"model.init_file={str(path)!r}: expected arrays W0, W1, ... "
+                    f"(found {sorted(npz.files)})"
+                )
+            return [np.asarray(npz[k], dtype=np.float64) for k in names]
+    except DataError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DataError(f"model.init_file={str(path)!r}: not a readable .npz file ({exc})") from None
+
+
+def check_shapes(weights: Sequence[Array], sizes: Sequence[int], source: str) -> None:
+    """Raise :class:`DataError` unless ``weights`` fit the layer ``sizes``."""
+    expected = [(a + 1, b) for a, b in zip(sizes[:-1], sizes[1:], strict=False)]
+    got = [tuple(np.shape(W)) for W in weights]
+    if got != expected:
+        raise DataError(
+            f"{source}: weight shapes {got} do not fit the topology {list(sizes)} "
+            f"(expected {expected}: (fan_in + 1, fan_out), row 0 = bias)"
+        )
+
+
+def weights_sha256(weights: Sequence[Array]) -> str:
+    """SHA-256 over each matrix's name, dtype, shape and C-order bytes, in order."""
+    h = hashlib.sha256()
+    for l, W in enumerate(weights):
+        W = np.ascontiguousarray(W)
+        h.update(f"W{l}|{W.dtype.str}|{W.shape}|".encode())
+        h.update(W.tobytes())
+    return h.hexdigest()
