@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test sweep tune ui rerun bench lint clean
+.PHONY: help venv run test sweep tune ui rerun bench lint clean server server-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,27 @@ run: $(STAMP) ## run the pipeline once (the tutorial experiment); ARGS="key=valu
 
 test: $(STAMP) ## run the whole test suite (what CI runs)
 	$(PY) -m pytest $(ARGS)
+
+sweep: $(STAMP) ## a parallel Hydra multirun of conf/sweep/$(SWEEP).yaml; ARGS="..."
+	$(PY) pipelines/run.py --multirun +sweep=$(SWEEP) $(ARGS)
+
+tune: $(STAMP) ## hyperparameter search with Optuna (resumable); ARGS="..."
+	$(PY) pipelines/tune.py $(ARGS)
+
+rerun: $(STAMP) ## rerun a logged run from its config: make rerun RUN=<run id> [ARGS="..."]
+	@test -n "$(RUN)" || { echo "usage: make rerun RUN=<run id> [ARGS=...]" >&2; exit 2; }
+	$(PY) pipelines/rerun.py $(RUN) $(ARGS)
+
+bench: $(STAMP) ## the performance benchmarks (installs the [bench] extra)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) benchmarks/run.py $(ARGS)
+
+server: $(STAMP) ## a team MLflow server on PostgreSQL (see README); SERVER_DB_URI=... to reuse a database
+	$(PY) -m pip install --quiet -e '.[dev,server]'
+	bash scripts/server.sh start
+
+server-stop: ## stop what `make server` started
+	bash scripts/server.sh stop
 
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the local store
 	@$(PY) -m mlplab.ui_link --port $(PORT)

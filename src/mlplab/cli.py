@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from mlplab.config import Config, to_config
 from mlplab.errors import RunFailed, UserError
 from mlplab.pipeline import RunOutcome, run
-from mlplab.tracking import MlflowSink, NullSink, configure_http, resolve_uri
+from mlplab.tracking import MlflowSink, NullSink, configure_http, repo_root, resolve_uri
 
 log = logging.getLogger("mlplab")
 
@@ -54,10 +54,20 @@ def _hydra_context() -> tuple[list[str], Path, bool]:
     return overrides, Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
 
 
+def resolve_path(path: str | None) -> str | None:
+    """A relative path as given if it exists from here, else from the repository root."""
+    if not path or Path(path).is_absolute() or Path(path).exists():
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
+    candidate = repo_root() / path
+    return str(candidate) if candidate.exists() else path
+
+
 def prepare(cfg: DictConfig | Config) -> Config:
     """Typed config with the tracking URI made absolute and HTTP limits applied."""
     typed = to_config(cfg)
     typed.tracking.uri = resolve_uri(typed.tracking.uri)
+    typed.data.path = resolve_path(typed.data.path)
+    typed.model.init_file = resolve_path(typed.model.init_file)
     configure_http(typed.tracking.timeout, typed.tracking.retries)
     return typed
 

@@ -8,48 +8,50 @@ pipeline's predictions, column for column (``mlflow models serve`` likewise).
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-try:  # mlflow is a dependency, but keep the import lazy-friendly for the engine
+# MLflow's import warns about its own type hints.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)
     from mlflow.pyfunc import PythonModel
-except ImportError:  # pragma: no cover
-    PythonModel = object
 
+    class MLPModel(PythonModel):  # type: ignore[misc,valid-type]
+        """Predicts with the stored weights; input columns = the feature names."""
 
-class MLPModel(PythonModel):  # type: ignore[misc,valid-type]
-    """Predicts with the stored weights; input columns = the feature names."""
+        def load_context(self, context: Any) -> None:
+            """Read the network description and the weights."""
+            from mlplab.nn.network import MLP
+            from mlplab.weights import load_weights
 
-    def load_context(self, context: Any) -> None:
-        """Read the network description and the weights."""
-        from mlplab.nn.network import MLP
-        from mlplab.weights import load_weights
+            spec = json.loads(Path(context.artifacts["network"]).read_text())
+            weights = load_weights(context.artifacts["weights"])
+            self.features: list[str] = spec["features"]
+            self.targets: list[str] = spec["targets"]
+            self.mean = np.asarray(spec.get("scaling", {}).get("mean", 0.0))
+            self.std = np.asarray(spec.get("scaling", {}).get("std", 1.0))
+            self.net = MLP(
+                spec["sizes"],
+                spec["activation"],
+                spec["output_activation"],
+                spec["negative_slope"],
+                dtype=spec["dtype"],
+            )
+            self.net.set_weights(weights)
 
-        spec = json.loads(Path(context.artifacts["network"]).read_text())
-        weights = load_weights(context.artifacts["weights"])
-        self.features: list[str] = spec["features"]
-        self.targets: list[str] = spec["targets"]
-        self.mean = np.asarray(spec.get("scaling", {}).get("mean", 0.0))
-        self.std = np.asarray(spec.get("scaling", {}).get("std", 1.0))
-        self.net = MLP(
-            spec["sizes"],
-            spec["activation"],
-            spec["output_activation"],
-            spec["negative_slope"],
-            dtype=spec["dtype"],
-        )
-        self.net.set_weights(weights)
-
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
-        """Outputs of the network for the rows of ``model_input`` (a DataFrame)."""
-        import pandas as pd
-
-        frame = pd.DataFrame(model_input)
-        X = frame[self.features].to_numpy(dtype=np.float64)
-        X = (X - self.mean) / self.std
-        return pd.DataFrame(self.net.predict(X).astype(np.float64), columns=self.targets)
+        def predict(
+            self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        ) -> pd.DataFrame:
+            """Outputs of the network for the rows of ``model_input`` (a DataFrame)."""
+            frame = pd.DataFrame(model_input)
+            X = frame[self.features].to_numpy(dtype=np.float64)
+            X = (X - self.mean) / self.std
+            return pd.DataFrame(self.net.predict(X).astype(np.float64), columns=self.targets)
 
 
 def save_model(
@@ -71,13 +73,19 @@ def save_model(
     spec_file.write_text(json.dumps(network, indent=2))
     x_frame = pd.DataFrame(np.asarray(X_example, np.float64), columns=network["features"])
     y_frame = pd.DataFrame(np.asarray(Y_example, np.float64), columns=network["targets"])
-    mlflow.pyfunc.save_model(
-        path=str(path),
-        python_model=MLPModel(),
-        artifacts={"weights": str(weights_file), "network": str(spec_file)},
-        signature=infer_signature(x_frame, y_frame),
-        input_example=x_frame.head(5),
-        pip_requirements=[f"mlplab=={mlplab.__version__}", "numpy", "pandas", "scipy"],
-    )
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    pyfunc_log.setLevel(logging.ERROR)  # its notes on cloudpickle and input validation
+    try:
+        mlflow.pyfunc.save_model(
+            path=str(path),
+            python_model=MLPModel(),
+            artifacts={"weights": str(weights_file), "network": str(spec_file)},
+            signature=infer_signature(x_frame, y_frame),
+            input_example=x_frame.head(5),
+            pip_requirements=[f"mlplab=={mlplab.__version__}", "numpy", "pandas", "scipy"],
+        )
+    finally:
+        pyfunc_log.setLevel(level)
     spec_file.unlink()
     return path

@@ -9,6 +9,7 @@ registered in pyplot's global figure list (so nothing can leak), and importing
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -23,7 +24,9 @@ DEFAULT_DPI = 100
 
 
 def new_figure(
-    figsize: tuple[float, float], dpi: float = DEFAULT_DPI, layout: str | None = "constrained"
+    figsize: tuple[float, float],
+    dpi: float = DEFAULT_DPI,
+    layout: Literal["constrained", "compressed", "tight"] | None = "constrained",
 ) -> Figure:
     """Return a new figure drawn by an Agg canvas (headless, not known to pyplot)."""
     fig = Figure(figsize=figsize, dpi=dpi, layout=layout)

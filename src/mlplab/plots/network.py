@@ -53,16 +53,16 @@ def layer_sizes(weights: list[np.ndarray]) -> list[int]:
     if len(weights) == 0:
         raise ValueError("weights is empty: a network needs at least one weight matrix")
     shapes = [np.shape(w) for w in weights]
-    for l, shape in enumerate(shapes):
+    for li, shape in enumerate(shapes):
         if len(shape) != 2 or shape[0] < 2 or shape[1] < 1:
             raise ValueError(
-                f"weights[{l}] has shape {shape}; expected (fan_in + 1, fan_out) "
+                f"weights[{li}] has shape {shape}; expected (fan_in + 1, fan_out) "
                 "with fan_in >= 1 and fan_out >= 1 (row 0 is the bias)"
             )
-        if l > 0 and shape[0] != shapes[l - 1][1] + 1:
+        if li > 0 and shape[0] != shapes[li - 1][1] + 1:
             raise ValueError(
-                f"weights[{l}] has {shape[0]} rows but layer {l} has {shapes[l - 1][1]} "
-                f"units: expected {shapes[l - 1][1] + 1} rows (bias row + one per unit)"
+                f"weights[{li}] has {shape[0]} rows but layer {li} has {shapes[li - 1][1]} "
+                f"units: expected {shapes[li - 1][1] + 1} rows (bias row + one per unit)"
             )
     return [shapes[0][0] - 1] + [s[1] for s in shapes]
 
@@ -75,16 +75,16 @@ def network_node_names(weights: list[np.ndarray]) -> list[list[str]]:
     sizes = layer_sizes(weights)
     n_hidden = len(sizes) - 2
     names: list[list[str]] = []
-    for l, n in enumerate(sizes):
-        if l == 0:
+    for li, n in enumerate(sizes):
+        if li == 0:
             units = [f"X{i + 1}" for i in range(n)]
-        elif l == len(sizes) - 1:
+        elif li == len(sizes) - 1:
             units = [f"Y{i + 1}" for i in range(n)]
         elif n_hidden == 1:
             units = [f"Z{i + 1}" for i in range(n)]
         else:
-            units = [f"H{l}_{i + 1}" for i in range(n)]
-        bias = [f"B{l + 1}"] if l < len(sizes) - 1 else []
+            units = [f"H{li}_{i + 1}" for i in range(n)]
+        bias = [f"B{li + 1}"] if li < len(sizes) - 1 else []
         names.append(bias + units)
     return names
 
@@ -119,16 +119,16 @@ def _positions(sizes: list[int], names: list[list[str]]) -> dict[str, tuple[floa
     tallest = max(sizes) - 1
     top = tallest / 2.0
     pos: dict[str, tuple[float, float]] = {}
-    for l, n in enumerate(sizes):
-        layer = names[l]
-        has_bias = l < len(sizes) - 1
+    for li, n in enumerate(sizes):
+        layer = names[li]
+        has_bias = li < len(sizes) - 1
         units = layer[1:] if has_bias else layer
         if has_bias:
-            pos[layer[0]] = (float(l), top + 1.0)
+            pos[layer[0]] = (float(li), top + 1.0)
         span = max(n - 1, 0.5 * tallest) if n > 1 else 0.0
         step = span / (n - 1) if n > 1 else 0.0
         for i, name in enumerate(units):
-            pos[name] = (float(l), span / 2.0 - i * step)
+            pos[name] = (float(li), span / 2.0 - i * step)
     return pos
 
 
@@ -149,9 +149,9 @@ def _draw_edge_labels(
     ``t_i`` of the way (from 0.25 for the bias to 0.75 for the last unit).
     """
     n_layers = len(names)
-    for l, w in enumerate(weights):
-        sources = names[l]
-        targets = names[l + 1][1:] if l + 1 < n_layers - 1 else names[l + 1]
+    for li, w in enumerate(weights):
+        sources = names[li]
+        targets = names[li + 1][1:] if li + 1 < n_layers - 1 else names[li + 1]
         n_src = len(sources)
         for i, src in enumerate(sources):
             t = 0.25 + 0.5 * i / max(n_src - 1, 1)
@@ -191,13 +191,13 @@ def _draw_graph(
 
     g = nx.DiGraph()
     kinds: dict[str, str] = {}
-    for l, layer in enumerate(names):
+    for li, layer in enumerate(names):
         for j, name in enumerate(layer):
-            if l < len(sizes) - 1 and j == 0:
+            if li < len(sizes) - 1 and j == 0:
                 kind = "bias"
-            elif l == 0:
+            elif li == 0:
                 kind = "input"
-            elif l == len(sizes) - 1:
+            elif li == len(sizes) - 1:
                 kind = "output"
             else:
                 kind = "hidden"
@@ -206,10 +206,10 @@ def _draw_graph(
 
     edges: list[tuple[str, str]] = []
     values: list[float] = []
-    for l, w in enumerate(weights):
+    for li, w in enumerate(weights):
         w = np.asarray(w, dtype=float)
-        sources = names[l]  # bias first, as row 0
-        targets = names[l + 1][1:] if l + 1 < len(sizes) - 1 else names[l + 1]
+        sources = names[li]  # bias first, as row 0
+        targets = names[li + 1][1:] if li + 1 < len(sizes) - 1 else names[li + 1]
         for i, src in enumerate(sources):
             for j, dst in enumerate(targets):
                 edges.append((src, dst))
@@ -273,8 +273,7 @@ def _draw_graph(
         ax.text(
             0.0,
             -0.01,
-            f"green w > 0, red w ≤ 0; width ∝ |w| (widest: |w| = {max_abs:.3g}); "
-            f"{n_edges} weights",
+            f"green w > 0, red w ≤ 0; width ∝ |w| (widest: |w| = {max_abs:.3g}); {n_edges} weights",
             transform=ax.transAxes,
             fontsize=7,
             color="#444444",
@@ -293,14 +292,14 @@ def _draw_heatmaps(ax: Axes, weights: list[np.ndarray], max_abs: float | None) -
     ax.set_axis_off()
     sizes = layer_sizes(weights)
     n = len(weights)
-    gap = 0.2
-    width = (1.0 - gap * (n - 1) - 0.12) / n
-    for l, w in enumerate(weights):
+    left, gap = 0.08, 0.2
+    width = (1.0 - left - gap * (n - 1) - 0.08) / n
+    for li, w in enumerate(weights):
         w = np.asarray(w, dtype=float)
         finite = np.abs(w[np.isfinite(w)])
         vmax = max_abs if max_abs is not None else (float(finite.max()) if finite.size else 1.0)
         vmax = vmax if vmax > 0 else 1.0
-        sub = ax.inset_axes((l * (width + gap) + 0.04, 0.1, width, 0.8))
+        sub = ax.inset_axes((left + li * (width + gap), 0.1, width, 0.8))
         im = sub.imshow(
             w,
             aspect="auto",
@@ -312,16 +311,26 @@ def _draw_heatmaps(ax: Axes, weights: list[np.ndarray], max_abs: float | None) -
         )
         sub.axhline(0.5, color="black", linewidth=1.0)
         sub.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6, min_n_ticks=1))
-        step = max(1, math.ceil((w.shape[0] - 1) / 7))
+        step = _nice_step(w.shape[0] - 1)
         sub.set_yticks([0, *range(step, w.shape[0], step)])
         sub.yaxis.set_major_formatter(FuncFormatter(_row_label))
         sub.tick_params(labelsize=7)
-        sub.set_xlabel(f"to unit of layer {l + 1}", fontsize=7)
-        sub.set_ylabel(f"from unit of layer {l}", fontsize=7)
-        sub.set_title(f"W{l}: {sizes[l]} + bias → {sizes[l + 1]}", fontsize=8)
+        sub.set_xlabel(f"to unit of layer {li + 1}", fontsize=7)
+        sub.set_ylabel(f"from unit of layer {li}", fontsize=7)
+        sub.set_title(f"W{li}: {sizes[li]} + bias → {sizes[li + 1]}", fontsize=8)
         cax = sub.inset_axes((1.03, 0.0, 0.05, 1.0))
         cbar = ax.figure.colorbar(im, cax=cax)
         cbar.ax.tick_params(labelsize=6)
+
+
+def _nice_step(span: int, max_ticks: int = 7) -> int:
+    """Smallest of 1, 2, 5, 10, 20, 50, ... giving at most ``max_ticks`` ticks over ``span``."""
+    magnitude = 1
+    while True:
+        for factor in (1, 2, 5):
+            if span / (factor * magnitude) <= max_ticks:
+                return factor * magnitude
+        magnitude *= 10
 
 
 def _row_label(value: float, _pos: int | None = None) -> str:
@@ -373,11 +382,9 @@ def plot_network(
         figsize = (width, min(11.0, max(4.2, 3.0 + 0.2 * max(sizes))))
     else:
         figsize = (min(20.0, 3.6 * len(weights) + 1.0), 5.5)
-    fig = new_figure(figsize)
-    ax = fig.add_subplot()
+    fig = new_figure(figsize, layout=None)  # axes placed by hand: no tick labels to fit
+    top = 1.0 - (0.75 if subtitle else 0.5) / figsize[1]
+    ax = fig.add_axes((0.01, 0.06, 0.98, top - 0.06))
     draw_network(ax, weights, mode=mode)
-    if subtitle:
-        fig.suptitle(f"{title}\n{subtitle}", fontsize=11)
-    else:
-        fig.suptitle(title, fontsize=12)
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=12, y=0.995, va="top")
     return save_figure(fig, path)

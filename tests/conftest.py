@@ -1,0 +1,58 @@
+"""Shared fixtures: Hydra composition, temporary MLflow stores, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mlplab.cli import prepare
+from mlplab.config import Config, register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+register_configs()
+
+
+@pytest.fixture(autouse=True)
+def _no_user_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never touch the user's mlflow.db: the default URI is poisoned."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nonexistent-dir/do-not-use.db")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """A fresh SQLite tracking URI in the test's temporary folder."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def make_cfg() -> Iterator[Callable[..., Config]]:
+    """Compose the real configs with overrides into a typed, prepared Config."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+
+        def _make(*overrides: str) -> Config:
+            return prepare(compose(config_name="config", overrides=list(overrides)))
+
+        yield _make
+
+
+def run_cli(
+    *args: str, script: str = "pipelines/run.py", timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a pipeline script in a subprocess from the repository root."""
+    full_env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **(env or {})}
+    return subprocess.run(
+        [sys.executable, script, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )

@@ -1,0 +1,167 @@
+"""The whole pipeline into a temporary SQLite store: every SPEC §5 item, read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.artifacts import download_artifacts
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from mlplab.cli import make_sink
+from mlplab.pipeline import run
+from mlplab.weights import load_weights, weights_sha256
+
+from conftest import run_cli
+
+ARTIFACTS = [
+    "config.yaml",
+    "overrides.yaml",
+    "weights/initial.npz",
+    "weights/final.npz",
+    "plots/rmse.png",
+    "plots/predictions.png",
+    "plots/network.png",
+    "data/train.csv",
+    "data/test.csv",
+]
+
+
+def _artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    out = set()
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            out |= _artifact_paths(client, run_id, item.path)
+        else:
+            out.add(item.path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tutorial_run(tmp_path_factory):
+    """`pipelines/run.py` on the defaults (the tutorial), as a user runs it."""
+    tmp = tmp_path_factory.mktemp("tutorial")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    proc = run_cli(f"tracking.uri={uri}", f"hydra.run.dir={tmp / 'out'}")
+    return proc, uri, tmp
+
+
+def test_cli_run_finishes_with_one_run(tutorial_run):
+    proc, uri, _ = tutorial_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("mlplab")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].info.run_id in proc.stdout
+    assert "make ui" in proc.stdout
+
+
+def test_tutorial_run_holds_every_spec_item(tutorial_run):
+    _, uri, tmp = tutorial_run
+    client = MlflowClient(uri)
+    r = client.search_runs([client.get_experiment_by_name("mlplab").experiment_id])[0]
+    run_id = r.info.run_id
+    # params: the composed config, flattened to dotted keys
+    p = r.data.params
+    assert p["model.hidden"] == "[2]" and p["optimizer.lr"] == "0.5"
+    assert p["data.name"] == "tutorial" and p["train.reduction"] == "sum"
+    assert p["optimizer.name"] == "sgd" and p["seed"] == "0"
+    # metrics
+    m = r.data.metrics
+    for key in ("test_rmse", "test_mae", "test_r2", "epochs_run", "train_seconds"):
+        assert key in m, key
+    epochs = int(m["epochs_run"])
+    hist = client.get_metric_history(run_id, "train_rmse")
+    assert [h.step for h in hist] == list(range(1, epochs + 1))
+    assert hist[-1].value < 0.05  # the tutorial fits
+    assert m["final_train_rmse"] < 0.05 and m["test_rmse"] < 0.05
+    # tags
+    t = r.data.tags
+    assert len(t["weights_sha256"]) == 64 and t["mlplab_version"] and t["git_commit"]
+    # artifacts
+    names = _artifact_paths(client, run_id)
+    missing = [a for a in ARTIFACTS if a not in names]
+    assert not missing, missing
+    local = Path(download_artifacts(run_id=run_id, tracking_uri=uri, dst_path=str(tmp / "dl")))
+    final = load_weights(local / "weights" / "final.npz")
+    assert [W.shape for W in final] == [(3, 2), (3, 2)]
+    assert [W.shape for W in load_weights(local / "weights" / "initial.npz")] == [(3, 2), (3, 2)]
+    assert weights_sha256(final) == t["weights_sha256"]
+    for png in ("rmse", "predictions", "network"):
+        with Image.open(local / "plots" / f"{png}.png") as im:
+            assert im.size[0] > 200 and im.size[1] > 200
+    train = pd.read_csv(local / "data" / "train.csv")
+    test = pd.read_csv(local / "data" / "test.csv")
+    assert list(train.columns) == ["x1", "x2", "y1", "y2"] and len(train) == 40 and len(test) == 10
+    cfg = yaml.safe_load((local / "config.yaml").read_text())
+    assert cfg["model"]["hidden"] == [2] and cfg["tracking"]["uri"] == uri
+    # the model
+    assert "model/MLmodel" in names
+
+
+def test_training_csv_is_exactly_what_the_network_saw(make_cfg, store, tmp_path):
+    """Rebuild training from the logged CSV + initial weights: same final weights, bit for bit."""
+    cfg = make_cfg(f"tracking.uri={store}", "plot.enabled=false", "trace.enabled=false",
+                   "train.epochs=30", "train.tol=0", "train.batch_size=16", "train.shuffle=false",
+                   "data.n_samples=50", "tracking.log_model=false")
+    outcome = run(cfg, make_sink, tmp_path / "out")
+    out = tmp_path / "out"
+    train = pd.read_csv(out / "data" / "train.csv")
+    X, T = train[["x1", "x2"]].to_numpy(), train[["y1", "y2"]].to_numpy()
+    from mlplab.nn import MLP, TrainSettings, fit, make_optimizer
+
+    net = MLP([2, 2, 2])
+    net.set_weights(load_weights(out / "weights" / "initial.npz"))
+    fit(net, X, T, make_optimizer("sgd", net.weights, cfg.optimizer.lr),
+        TrainSettings(epochs=30, batch_size=16, shuffle=False, tol=0.0),
+        np.random.default_rng(0))
+    assert weights_sha256(net.weights) == outcome.weights_sha256
+
+
+def test_tracking_disabled_writes_files_but_no_store(make_cfg, tmp_path):
+    cfg = make_cfg("tracking.enabled=false", "plot.enabled=false", "train.epochs=20")
+    outcome = run(cfg, make_sink, tmp_path / "out")
+    assert outcome.run_id is None and outcome.status == "FINISHED"
+    assert (tmp_path / "out" / "weights" / "final.npz").is_file()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_val_split_logs_val_rmse_every_epoch(make_cfg, store, tmp_path):
+    cfg = make_cfg(f"tracking.uri={store}", "plot.enabled=false", "trace.enabled=false",
+                   "data.val_fraction=0.2", "train.epochs=25", "train.tol=0",
+                   "tracking.log_model=false")
+    outcome = run(cfg, make_sink, tmp_path / "out")
+    client = MlflowClient(store)
+    assert [h.step for h in client.get_metric_history(outcome.run_id, "val_rmse")] == list(
+        range(1, 26))
+    assert "val.csv" in {a.path.split("/")[-1] for a in client.list_artifacts(outcome.run_id,
+                                                                             "data")}
+
+
+@pytest.mark.parametrize(
+    ("experiment", "metric", "bound"),
+    [
+        ("xor", "test_rmse", 0.05),
+        ("sine", "test_rmse", 0.08),
+        ("spiral", "test_accuracy", 0.95),
+        ("iris", "test_accuracy", 0.90),
+    ],
+)
+def test_example_experiments_reach_their_claims(make_cfg, store, tmp_path, experiment, metric,
+                                                bound):
+    cfg = make_cfg(f"experiment={experiment}", f"tracking.uri={store}", "plot.animate=false")
+    outcome = run(cfg, make_sink, tmp_path / "out")
+    value = MlflowClient(store).get_run(outcome.run_id).data.metrics[metric]
+    if metric == "test_rmse":
+        assert value < bound
+    else:
+        assert value >= bound
+    if cfg.data.task == "classification":
+        # a decision boundary only for 2-D inputs (spiral), not for the 4-D iris data
+        assert (tmp_path / "out" / "plots" / "decision_boundary.png").exists() == (
+            experiment == "spiral")
