@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev
+TEST_EXTRAS ?= dev,server,ray,slurm
+TEST_STAMP := $(VENV)/.installed-test
 ARGS ?=
 SWEEP ?= default
 RUN ?=
@@ -23,12 +25,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[$(TEST_EXTRAS)]'
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+	@touch $(TEST_STAMP)
+
 venv: $(STAMP) ## create .venv and install the project with its dev extra
 
 run: $(STAMP) ## run the pipeline once (the tutorial experiment); ARGS="key=value ..."
 	$(PY) pipelines/run.py $(ARGS)
 
-test: $(STAMP) ## run the whole test suite (what CI runs)
+test: $(TEST_STAMP) ## run the whole test suite (what CI runs; installs the server/ray/slurm extras)
 	$(PY) -m pytest $(ARGS)
 
 sweep: $(STAMP) ## a parallel Hydra multirun of conf/sweep/$(SWEEP).yaml; ARGS="..."

@@ -8,6 +8,7 @@ gradient check, a failed sweep child); 130 an interrupt (SIGINT or SIGTERM).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from mlplab.pipeline import RunOutcome, run
 from mlplab.tracking import MlflowSink, NullSink, configure_http, repo_root, resolve_uri
 
 log = logging.getLogger("mlplab")
+# MLflow's per-file download bars (shown while the model is saved) are noise here.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class _State:

@@ -8,17 +8,36 @@ Each activation is a pair of functions:
 
 ``softmax`` is an output activation only: with the cross-entropy loss its derivative is
 folded into the output error (δ = y − t) and never computed on its own.
+
+The training loop does not call these generic functions: :func:`forward_ops` and
+:func:`backprop_ops` return the same arithmetic bound in advance to fixed buffers (zero-argument
+callables, constants as 0-d arrays of the buffers' dtype), which is what makes a step of a small
+network cheap. scipy (for the logistic function) is imported on first use only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
-from scipy.special import expit
 
 Array = np.ndarray
+Op = Callable[[], Any]
+
+_EXPIT: Any = None
+
+
+def _expit() -> Any:
+    """scipy's logistic ufunc, imported on first use (scipy.special costs ~0.2 s to import)."""
+    global _EXPIT
+    if _EXPIT is None:
+        from scipy.special import expit
+
+        _EXPIT = expit
+    return _EXPIT
 
 
 @dataclass(frozen=True)
@@ -28,10 +47,11 @@ class Activation:
     name: str
     apply: Callable[[Array, Array], None]
     grad_from_output: Callable[[Array, Array], None]
+    negative_slope: float = 0.0
 
 
 def _sigmoid(z: Array, out: Array) -> None:
-    expit(z, out=out)
+    _expit()(z, out=out)
 
 
 def _sigmoid_grad(a: Array, out: Array) -> None:
@@ -89,7 +109,7 @@ def leaky_relu(negative_slope: float) -> Activation:
         out *= 1.0 - slope
         out += slope
 
-    return Activation("leaky_relu", apply, grad)
+    return Activation("leaky_relu", apply, grad, slope)
 
 
 _FIXED = {
@@ -109,3 +129,68 @@ def get_activation(name: str, negative_slope: float = 0.01) -> Activation:
         return _FIXED[name]
     except KeyError:
         raise ValueError(f"unknown activation {name!r}") from None
+
+
+# -- pre-bound kernels for the training loop ---------------------------------------------------
+def const(value: float, dtype: np.dtype) -> Array:
+    """A 0-d array: as a ufunc operand it costs less than a Python float (no conversion)."""
+    return np.array(value, dtype=dtype)
+
+
+def forward_ops(act: Activation, z: Array, out: Array, scratch: Array) -> list[Op]:
+    """Calls writing f(z) into ``out`` (C-contiguous, same shape as ``z``; ``out`` may be ``z``).
+
+    ``scratch`` (the shape of ``z``, reserved for these calls: nothing else may write it) is used
+    by ``relu`` (filled with zeros once: ``maximum`` against a full array is several times faster
+    than against a scalar in float32) and ``leaky_relu``.
+    Softmax works on axis 0 here: the training buffers hold one sample per column.
+    """
+    name = act.name
+    if name == "sigmoid":
+        return [partial(_expit(), z, out)]
+    if name == "tanh":
+        return [partial(np.tanh, z, out)]
+    if name == "relu":
+        scratch.fill(0.0)
+        return [partial(np.maximum, z, scratch, out=out)]
+    if name == "leaky_relu":
+        slope = const(act.negative_slope, z.dtype)
+        return [partial(np.multiply, z, slope, scratch), partial(np.maximum, z, scratch, out=out)]
+    if name == "identity":
+        return [] if out is z else [partial(np.copyto, out, z)]
+    if name == "softmax":
+
+        def softmax() -> None:
+            np.subtract(z, z.max(axis=0), out=out)
+            np.exp(out, out=out)
+            out /= out.sum(axis=0)
+
+        return [softmax]
+    raise ValueError(f"no kernel for activation {name!r}")
+
+
+def backprop_ops(act: Activation, a: Array, delta: Array, tmp: Array) -> list[Op]:
+    """Calls multiplying ``delta`` in place by f'(z), read off a = f(z); ``tmp`` is scratch.
+
+    Same arithmetic, in the same order, as ``grad_from_output`` followed by ``delta *= tmp``;
+    identity needs no call at all.
+    """
+    name = act.name
+    mul = np.multiply
+    if name == "identity":
+        return []
+    one = const(1.0, a.dtype)
+    if name == "sigmoid":  # (1 - a)·a
+        return [partial(np.subtract, one, a, tmp), partial(mul, tmp, a, tmp),
+                partial(mul, delta, tmp, delta)]
+    if name == "tanh":  # 1 - a²
+        return [partial(np.square, a, tmp), partial(np.subtract, one, tmp, tmp),
+                partial(mul, delta, tmp, delta)]
+    zero = const(0.0, a.dtype)
+    if name == "relu":  # 1 where a > 0
+        return [partial(np.greater, a, zero, tmp), partial(mul, delta, tmp, delta)]
+    if name == "leaky_relu":
+        slope = act.negative_slope
+        return [partial(np.greater, a, zero, tmp), partial(mul, tmp, const(1.0 - slope, a.dtype), tmp),
+                partial(np.add, tmp, const(slope, a.dtype), tmp), partial(mul, delta, tmp, delta)]
+    raise ValueError(f"activation {name!r} has no derivative kernel (softmax needs cross_entropy)")
