@@ -62,7 +62,7 @@ server-stop: ## stop what `make server` started
 
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the local store
 	@$(PY) -m mlplab.ui_link --port $(PORT)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT) --workers 2
 
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check src pipelines tests benchmarks
@@ -70,4 +70,4 @@ lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/mypy
 
 clean: ## remove the venv, the local store and Hydra's outputs
-	rm -rf $(VENV) mlflow.db mlartifacts mlruns outputs multirun .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) mlflow.db mlartifacts mlruns outputs multirun optuna.journal* .pytest_cache .mypy_cache .ruff_cache

@@ -21,10 +21,17 @@ def test_default_is_the_tutorial_experiment(make_cfg):
     cfg = make_cfg()
     assert isinstance(cfg, Config)
     assert (cfg.data.name, cfg.data.n_samples, cfg.data.n_features, cfg.data.n_outputs) == (
-        "tutorial", 50, 2, 2)
+        "tutorial",
+        50,
+        2,
+        2,
+    )
     assert cfg.model.hidden == [2]
     assert (cfg.model.activation, cfg.model.output_activation, cfg.model.init) == (
-        "sigmoid", "sigmoid", "normal")
+        "sigmoid",
+        "sigmoid",
+        "normal",
+    )
     assert (cfg.optimizer.name, cfg.train.batch_size, cfg.train.reduction) == ("sgd", None, "sum")
     assert (cfg.train.tol, cfg.train.epochs, cfg.trace.enabled) == (1e-6, 10000, True)
     assert cfg.tracking.uri and cfg.tracking.uri.startswith("sqlite:////")
@@ -36,9 +43,7 @@ def test_every_experiment_composes_and_validates(make_cfg, experiment):
     validate(cfg)
 
 
-@pytest.mark.parametrize(
-    ("group", "option"), [(g, o) for g in GROUPS for o in _options(g)]
-)
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_composes(make_cfg, group, option):
     overrides = [f"{group}={option}"]
     if group == "data" and option == "csv":

@@ -17,9 +17,14 @@ IRIS = Path(__file__).resolve().parents[1] / "data" / "iris.csv"
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_generators_are_deterministic(name):
     task = "classification" if name in ("spiral", "moons") else "regression"
-    cfg = DataConfig(name=name, task=task, n_samples=60,
-                     n_features=1 if name == "sine" else 2,
-                     n_outputs=1 if name in ("sine", "xor") else 2, n_classes=3)
+    cfg = DataConfig(
+        name=name,
+        task=task,
+        n_samples=60,
+        n_features=1 if name == "sine" else 2,
+        n_outputs=1 if name in ("sine", "xor") else 2,
+        n_classes=3,
+    )
     a = generate(cfg, np.random.default_rng(4))
     b = generate(cfg, np.random.default_rng(4))
     c = generate(cfg, np.random.default_rng(5))
@@ -35,8 +40,8 @@ def test_generators_are_deterministic(name):
 def test_tutorial_data_follow_the_spec():
     d = generate(DataConfig(test_fraction=0.0), np.random.default_rng(0))
     x, y = d.X_train, d.Y_train
-    assert x.shape == (50, 2) and y.shape == (50, 2) and 0 <= x.min() and x.max() < 1
-    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    assert x.shape == (50, 2) and y.shape == (50, 2) and x.min() >= 0 and x.max() < 1
+    sig = lambda z: 1 / (1 + np.exp(-z))
     # y = sig(sig(x) + 0.1 u1) + 0.1 u2 with scalar u1, u2: recover them and check
     u2 = None
     for u1 in np.linspace(0, 1, 100001):
@@ -48,8 +53,9 @@ def test_tutorial_data_follow_the_spec():
 
 
 def test_regression_generator_scales_to_the_large_case():
-    cfg = DataConfig(name="regression", n_samples=100_000, n_features=64, n_outputs=8,
-                     test_fraction=0.0)
+    cfg = DataConfig(
+        name="regression", n_samples=100_000, n_features=64, n_outputs=8, test_fraction=0.0
+    )
     d = generate(cfg, np.random.default_rng(0), "float32")
     assert d.X_train.shape == (100_000, 64) and d.Y_train.shape == (100_000, 8)
     assert d.X_train.dtype == np.float32
@@ -63,14 +69,24 @@ def test_splits():
 
 
 def test_csv_standardisation_is_fitted_on_training_rows_only():
-    cfg = DataConfig(name="csv", task="classification", path=str(IRIS), targets=["species"],
-                     standardize=True, test_fraction=0.3, n_classes=3)
+    cfg = DataConfig(
+        name="csv",
+        task="classification",
+        path=str(IRIS),
+        targets=["species"],
+        standardize=True,
+        test_fraction=0.3,
+        n_classes=3,
+    )
     d = generate(cfg, np.random.default_rng(0))
     np.testing.assert_allclose(d.X_train.mean(axis=0), 0, atol=1e-12)
     np.testing.assert_allclose(d.X_train.std(axis=0), 1, atol=1e-12)
     assert abs(d.X_test.mean(axis=0)).max() > 1e-3  # test rows are not re-centred
     assert d.Y_train.shape[1] == 3 and d.target_names == [
-        "species=setosa", "species=versicolor", "species=virginica"]
+        "species=setosa",
+        "species=versicolor",
+        "species=virginica",
+    ]
 
 
 def _csv(tmp_path: Path, text: str) -> str:

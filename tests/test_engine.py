@@ -81,8 +81,9 @@ def test_one_gradient_descent_step_equals_hand_computation():
     assert result.history["train_rmse"][0] == pytest.approx(np.sqrt(np.mean((t - y) ** 2)))
 
 
-def _reference_updates(name, W0, grad_fn, lr, steps=3, mu=0.9, nesterov=False, wd=0.0,
-                       b1=0.9, b2=0.999, eps=1e-8):
+def _reference_updates(
+    name, W0, grad_fn, lr, steps=3, mu=0.9, nesterov=False, wd=0.0, b1=0.9, b2=0.999, eps=1e-8
+):
     """torch.optim.SGD / Adam update rules written out independently (one matrix)."""
     W = W0.copy()
     buf = None
@@ -158,8 +159,9 @@ def test_first_three_updates_match_reference(name, kwargs):
     flat0 = np.concatenate([W.ravel() for W in init])
     ref = _reference_updates(name, flat0, flat_grad, lr, **ref_kwargs)
     for got, want in zip(engine_steps, ref, strict=True):
-        np.testing.assert_allclose(np.concatenate([W.ravel() for W in got]), want, rtol=1e-12,
-                                   atol=1e-14)
+        np.testing.assert_allclose(
+            np.concatenate([W.ravel() for W in got]), want, rtol=1e-12, atol=1e-14
+        )
 
 
 @pytest.mark.parametrize("batch_size", [None, 16, 7])
@@ -169,8 +171,14 @@ def test_float32_stays_float32(batch_size, optimizer):
     net = MLP([4, 8, 3], "relu", "identity", dtype="float32")
     net.set_weights(init_weights(net.sizes, "he", rng))
     opt = make_optimizer(optimizer, net.weights, 0.01, momentum=0.9, weight_decay=0.01)
-    settings = TrainSettings(epochs=5, batch_size=batch_size, tol=0.0, reduction="mean",
-                             schedule="exponential", gamma=0.9)
+    settings = TrainSettings(
+        epochs=5,
+        batch_size=batch_size,
+        tol=0.0,
+        reduction="mean",
+        schedule="exponential",
+        gamma=0.9,
+    )
     fit(net, X, T, opt, settings, rng, X[:5], T[:5])
     arrays = [*net.weights, *net.grads]
     for ws in net._workspaces.values():
@@ -186,13 +194,20 @@ def test_minibatches_in_order_without_shuffle():
     init = init_weights([2, 3, 1], "normal", rng)
     net = MLP([2, 3, 1], "sigmoid", "identity")
     net.set_weights(init)
-    fit(net, X, T, make_optimizer("sgd", net.weights, 0.1),
-        TrainSettings(epochs=2, batch_size=4, shuffle=False, tol=0.0, reduction="mean"), rng)
+    fit(
+        net,
+        X,
+        T,
+        make_optimizer("sgd", net.weights, 0.1),
+        TrainSettings(epochs=2, batch_size=4, shuffle=False, tol=0.0, reduction="mean"),
+        rng,
+    )
     ref = MLP([2, 3, 1], "sigmoid", "identity")
     ref.set_weights(init)
     for _epoch, (a, b) in itertools.product(range(2), [(0, 4), (4, 8), (8, 10)]):
-        for W, g in zip(ref.weights, backprop_gradients(ref, X[a:b], T[a:b], "mse", "mean"),
-                        strict=True):
+        for W, g in zip(
+            ref.weights, backprop_gradients(ref, X[a:b], T[a:b], "mse", "mean"), strict=True
+        ):
             W -= 0.1 * g
     for got, want in zip(net.weights, ref.weights, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-13)
@@ -200,12 +215,17 @@ def test_minibatches_in_order_without_shuffle():
 
 def test_shuffle_is_seeded_and_changes_order():
     def train(seed, shuffle):
-        rng, X, T = _problem([2, 3, 1], "mse", n=12)
+        _, X, T = _problem([2, 3, 1], "mse", n=12)
         net = MLP([2, 3, 1], "tanh", "identity")
         net.set_weights(init_weights([2, 3, 1], "normal", np.random.default_rng(1)))
-        fit(net, X, T, make_optimizer("sgd", net.weights, 0.1),
+        fit(
+            net,
+            X,
+            T,
+            make_optimizer("sgd", net.weights, 0.1),
             TrainSettings(epochs=3, batch_size=4, shuffle=shuffle, tol=0.0),
-            np.random.default_rng(seed))
+            np.random.default_rng(seed),
+        )
         return net.weights[0]
 
     np.testing.assert_array_equal(train(7, True), train(7, True))
@@ -217,14 +237,26 @@ def test_tolerance_stops_and_divergence_fails():
     rng, X, T = _problem([2, 3, 1], "mse", n=20)
     net = MLP([2, 3, 1], "sigmoid", "identity")
     net.set_weights(init_weights(net.sizes, "normal", rng))
-    res = fit(net, X, T, make_optimizer("sgd", net.weights, 0.01), TrainSettings(epochs=100000,
-              tol=1e-4), rng)
+    res = fit(
+        net,
+        X,
+        T,
+        make_optimizer("sgd", net.weights, 0.01),
+        TrainSettings(epochs=100000, tol=1e-4),
+        rng,
+    )
     assert res.stop_reason == "tolerance" and res.epochs_run < 100000
     h = res.history["train_rmse"]
     assert abs(h[-1] - h[-2]) < 1e-4 and len(h) == res.epochs_run
     net.set_weights(init_weights(net.sizes, "normal", rng))
-    bad = fit(net, X * 1e3, T * 1e6, make_optimizer("sgd", net.weights, 1e3),
-              TrainSettings(epochs=1000, tol=0.0), rng)
+    bad = fit(
+        net,
+        X * 1e3,
+        T * 1e6,
+        make_optimizer("sgd", net.weights, 1e3),
+        TrainSettings(epochs=1000, tol=0.0),
+        rng,
+    )
     assert bad.stop_reason == "diverged" and bad.failure.startswith("diverged at epoch ")
     assert np.isfinite(bad.history["train_rmse"]).all()
     assert len(bad.history["train_rmse"]) == bad.epochs_run < 1000
@@ -237,8 +269,16 @@ def test_early_stopping_restores_best_weights():
     Xv, Tv = rng.normal(size=(30, 3)), rng.normal(size=(30, 1))
     net = MLP([3, 32, 1], "tanh", "identity")
     net.set_weights(init_weights(net.sizes, "xavier", rng))
-    res = fit(net, X, T, make_optimizer("adam", net.weights, 0.05),
-              TrainSettings(epochs=2000, tol=0.0, patience=20, reduction="mean"), rng, Xv, Tv)
+    res = fit(
+        net,
+        X,
+        T,
+        make_optimizer("adam", net.weights, 0.05),
+        TrainSettings(epochs=2000, tol=0.0, patience=20, reduction="mean"),
+        rng,
+        Xv,
+        Tv,
+    )
     assert res.stop_reason == "early_stopping" and res.best_epoch is not None
     val = res.history["val_rmse"]
     assert res.epochs_run == res.best_epoch + 20

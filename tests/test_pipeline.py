@@ -12,11 +12,10 @@ from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from conftest import run_cli
 from mlplab.cli import make_sink
 from mlplab.pipeline import run
 from mlplab.weights import load_weights, weights_sha256
-
-from conftest import run_cli
 
 ARTIFACTS = [
     "config.yaml",
@@ -106,9 +105,17 @@ def test_tutorial_run_holds_every_spec_item(tutorial_run):
 
 def test_training_csv_is_exactly_what_the_network_saw(make_cfg, store, tmp_path):
     """Rebuild training from the logged CSV + initial weights: same final weights, bit for bit."""
-    cfg = make_cfg(f"tracking.uri={store}", "plot.enabled=false", "trace.enabled=false",
-                   "train.epochs=30", "train.tol=0", "train.batch_size=16", "train.shuffle=false",
-                   "data.n_samples=50", "tracking.log_model=false")
+    cfg = make_cfg(
+        f"tracking.uri={store}",
+        "plot.enabled=false",
+        "trace.enabled=false",
+        "train.epochs=30",
+        "train.tol=0",
+        "train.batch_size=16",
+        "train.shuffle=false",
+        "data.n_samples=50",
+        "tracking.log_model=false",
+    )
     outcome = run(cfg, make_sink, tmp_path / "out")
     out = tmp_path / "out"
     train = pd.read_csv(out / "data" / "train.csv")
@@ -117,9 +124,14 @@ def test_training_csv_is_exactly_what_the_network_saw(make_cfg, store, tmp_path)
 
     net = MLP([2, 2, 2])
     net.set_weights(load_weights(out / "weights" / "initial.npz"))
-    fit(net, X, T, make_optimizer("sgd", net.weights, cfg.optimizer.lr),
+    fit(
+        net,
+        X,
+        T,
+        make_optimizer("sgd", net.weights, cfg.optimizer.lr),
         TrainSettings(epochs=30, batch_size=16, shuffle=False, tol=0.0),
-        np.random.default_rng(0))
+        np.random.default_rng(0),
+    )
     assert weights_sha256(net.weights) == outcome.weights_sha256
 
 
@@ -132,15 +144,23 @@ def test_tracking_disabled_writes_files_but_no_store(make_cfg, tmp_path):
 
 
 def test_val_split_logs_val_rmse_every_epoch(make_cfg, store, tmp_path):
-    cfg = make_cfg(f"tracking.uri={store}", "plot.enabled=false", "trace.enabled=false",
-                   "data.val_fraction=0.2", "train.epochs=25", "train.tol=0",
-                   "tracking.log_model=false")
+    cfg = make_cfg(
+        f"tracking.uri={store}",
+        "plot.enabled=false",
+        "trace.enabled=false",
+        "data.val_fraction=0.2",
+        "train.epochs=25",
+        "train.tol=0",
+        "tracking.log_model=false",
+    )
     outcome = run(cfg, make_sink, tmp_path / "out")
     client = MlflowClient(store)
     assert [h.step for h in client.get_metric_history(outcome.run_id, "val_rmse")] == list(
-        range(1, 26))
-    assert "val.csv" in {a.path.split("/")[-1] for a in client.list_artifacts(outcome.run_id,
-                                                                             "data")}
+        range(1, 26)
+    )
+    assert "val.csv" in {
+        a.path.split("/")[-1] for a in client.list_artifacts(outcome.run_id, "data")
+    }
 
 
 @pytest.mark.parametrize(
@@ -152,8 +172,9 @@ def test_val_split_logs_val_rmse_every_epoch(make_cfg, store, tmp_path):
         ("iris", "test_accuracy", 0.90),
     ],
 )
-def test_example_experiments_reach_their_claims(make_cfg, store, tmp_path, experiment, metric,
-                                                bound):
+def test_example_experiments_reach_their_claims(
+    make_cfg, store, tmp_path, experiment, metric, bound
+):
     cfg = make_cfg(f"experiment={experiment}", f"tracking.uri={store}", "plot.animate=false")
     outcome = run(cfg, make_sink, tmp_path / "out")
     value = MlflowClient(store).get_run(outcome.run_id).data.metrics[metric]
@@ -164,4 +185,25 @@ def test_example_experiments_reach_their_claims(make_cfg, store, tmp_path, exper
     if cfg.data.task == "classification":
         # a decision boundary only for 2-D inputs (spiral), not for the 4-D iris data
         assert (tmp_path / "out" / "plots" / "decision_boundary.png").exists() == (
-            experiment == "spiral")
+            experiment == "spiral"
+        )
+
+
+def test_tutorial_network_gif_has_the_configured_frames(tutorial_run):
+    """plot.frames (30) snapshots, even though the tutorial stops early (~435 epochs)."""
+    _, uri, tmp = tutorial_run
+    client = MlflowClient(uri)
+    run_id = client.search_runs([client.get_experiment_by_name("mlplab").experiment_id])[0]
+    path = download_artifacts(
+        run_id=run_id.info.run_id,
+        artifact_path="plots/network.gif",
+        tracking_uri=uri,
+        dst_path=str(tmp / "gif"),
+    )
+    with Image.open(path) as gif:
+        assert gif.n_frames == 30
+        gif.seek(0)
+        first = np.asarray(gif.convert("RGB"))
+        gif.seek(gif.n_frames - 1)
+        last = np.asarray(gif.convert("RGB"))
+    assert first.shape == last.shape and (first != last).any()

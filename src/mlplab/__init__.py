@@ -1,6 +1,11 @@
 """mlplab: backpropagation you can see, composed by Hydra and recorded by MLflow."""
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# MLflow's usage telemetry cannot reach its host here and, while it gives up, its thread
+# edits os.environ under other threads' feet (seen as KeyError in sweep jobs): keep it off.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 try:
     __version__ = version("mlplab")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlplab.config import Config, to_config
 from mlplab.errors import RunFailed, UserError
@@ -53,7 +53,9 @@ def _hydra_context() -> tuple[list[str], Path, bool]:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    overrides = list(hc.overrides.task)
+    # unresolved: an override holding ${...} is the user's text, not an interpolation to run
+    task = OmegaConf.to_container(hc.overrides.task, resolve=False)
+    overrides = [str(o) for o in task] if isinstance(task, list) else []
     return overrides, Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
 
 
@@ -72,6 +74,8 @@ def prepare(cfg: DictConfig | Config) -> Config:
     typed.data.path = resolve_path(typed.data.path)
     typed.model.init_file = resolve_path(typed.model.init_file)
     configure_http(typed.tracking.timeout, typed.tracking.retries)
+    # a dead server is reported once, by us; urllib3's "Retrying ..." lines are noise
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     return typed
 
 
@@ -79,7 +83,15 @@ def run_job(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunOut
     """Run one Hydra job. In a multirun a failed job is recorded and the sweep goes on."""
     STATE.started = True
     overrides, out_dir, multirun = _hydra_context()
-    typed = prepare(cfg)
+    try:
+        typed = prepare(cfg)
+    except UserError as exc:  # e.g. +model.depth=3: composed by Hydra, refused by the schema
+        STATE.user_error = STATE.failed = True
+        if not multirun:
+            error(str(exc))
+            raise SystemExit(exc.exit_code) from None
+        log.error("job %s: %s", " ".join(overrides), exc)
+        return None
     try:
         return run(typed, make_sink, out_dir, overrides, extra_tags)
     except UserError as exc:
@@ -117,18 +129,28 @@ def _record_failed_job(cfg: Config, overrides: list[str], reason: str) -> None:
 
     try:
         sink = make_sink(cfg)
-        sink.start(flatten(asdict(cfg)), {"failure_reason": reason},
-                   run_name_from_overrides(overrides))
+        sink.start(
+            flatten(asdict(cfg)),
+            {"failure_reason": reason},
+            cfg.tracking.run_name or run_name_from_overrides(overrides),
+        )
         sink.end("FAILED")
-    except Exception as exc:  # noqa: BLE001 - the store itself may be the problem
+    except Exception as exc:  # the store itself may be the problem
         log.error("could not record the failed job: %s", exc)
 
 
-def report(outcome: RunOutcome | None) -> None:
-    """What the user sees at the end of a run."""
+def report(outcome: RunOutcome | None, brief: bool = False, uri: str | None = None) -> None:
+    """What the user sees at the end of a run (one line per job in a sweep: ``brief``)."""
     if outcome is None:
         return
     m = outcome.metrics
+    if brief:
+        print(
+            f"job {outcome.out_dir.name}: {outcome.status}, {outcome.epochs_run} epochs, "
+            f"test RMSE {m.get('test_rmse', float('nan')):.6f}",
+            flush=True,
+        )
+        return
     lines = [
         f"run {outcome.run_id or '(tracking off)'}: {outcome.status}, "
         f"{outcome.epochs_run} epochs, weights sha256 {outcome.weights_sha256[:12]}",
@@ -137,7 +159,9 @@ def report(outcome: RunOutcome | None) -> None:
         + (f"   test accuracy {m['test_accuracy']:.3f}" if "test_accuracy" in m else ""),
         f"  files: {outcome.out_dir}",
     ]
-    if outcome.run_id:
+    if outcome.run_id and uri and uri.startswith("http"):
+        lines.append(f"  look at it: {uri}")
+    elif outcome.run_id:
         lines.append("  look at it: make ui  (MLflow UI on http://127.0.0.1:5000)")
     print("\n".join(lines), flush=True)
 
@@ -154,6 +178,7 @@ def finish_main(main: Callable[[], Any]) -> int:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == 1 and not STATE.started:
+            _explain_refusal()
             return 2  # Hydra refused the config (unknown option, wrong type): a user error
         _close_sweep("FAILED" if code else "FINISHED")
         return code
@@ -165,10 +190,45 @@ def finish_main(main: Callable[[], Any]) -> int:
     return 1 if STATE.failed else 0
 
 
+def _explain_refusal() -> None:
+    """After Hydra's message on an unknown key, say which keys are allowed there."""
+    from mlplab.config import unknown_key_hint
+
+    conf = repo_root() / "conf"
+    groups = tuple(p.name for p in conf.iterdir() if p.is_dir()) if conf.is_dir() else ()
+    hint = unknown_key_hint(sys.argv[1:], groups)
+    if hint:
+        error(hint)
+
+
 def _close_sweep(status: str) -> None:
     """Close a sweep's parent run that is still open (no-op outside sweeps)."""
     try:
         from mlplab.sweep import close_open_parent
     except ImportError:
         return
+    if status == "KILLED":
+        _close_interrupted_children()
     close_open_parent(status)
+
+
+def _close_interrupted_children() -> None:
+    """On Ctrl-C joblib kills its workers at once: close their runs KILLED, not RUNNING."""
+    from mlplab.sweep import child_runs, open_parent
+    from mlplab.tracking import get_client
+
+    opened = open_parent()
+    if opened is None:
+        return
+    try:
+        client = get_client(opened[0])
+        for child in child_runs(client, opened[1]):
+            if child.info.status == "RUNNING":
+                client.set_tag(
+                    child.info.run_id,
+                    "failure_reason",
+                    "interrupted: the sweep was stopped while this job ran",
+                )
+                client.set_terminated(child.info.run_id, status="KILLED")
+    except Exception as exc:  # best effort while the command ends
+        log.warning("could not close the interrupted sweep's runs: %s", exc)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlplab.errors import ConfigError
+from mlplab.errors import ConfigError, UserError
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "identity")
 OUTPUT_ACTIVATIONS = (*ACTIVATIONS, "softmax")
@@ -25,6 +25,14 @@ REDUCTIONS = ("sum", "mean")
 DTYPES = ("float64", "float32")
 TASKS = ("regression", "classification")
 DATASETS = ("tutorial", "xor", "sine", "spiral", "moons", "regression", "csv")
+CLASSIFICATION_DATASETS = ("spiral", "moons", "csv")
+#: Generators whose inputs and outputs have a fixed width (spiral/moons: n_classes outputs).
+FIXED_SHAPES: dict[str, dict[str, int]] = {
+    "xor": {"n_features": 2, "n_outputs": 1},
+    "sine": {"n_features": 1, "n_outputs": 1},
+    "spiral": {"n_features": 2},
+    "moons": {"n_features": 2},
+}
 
 
 @dataclass
@@ -151,19 +159,34 @@ def register_configs() -> None:
 def to_config(cfg: Any) -> Config:
     """Turn a composed DictConfig (possibly with a ``hydra`` node) into a typed :class:`Config`."""
     from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(cfg, Config):
         return cfg
-    if isinstance(cfg, DictConfig):
-        container = OmegaConf.to_container(cfg, resolve=True)
-    else:
-        container = dict(cfg)
-    assert isinstance(container, dict)
-    container.pop("hydra", None)
-    merged = OmegaConf.merge(OmegaConf.structured(Config), container)
-    obj = OmegaConf.to_object(merged)
+    try:
+        if isinstance(cfg, DictConfig):
+            container = OmegaConf.to_container(cfg, resolve=True)
+        else:
+            container = dict(cfg)
+        assert isinstance(container, dict)
+        container.pop("hydra", None)
+        merged = OmegaConf.merge(OmegaConf.structured(Config), container)
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:  # e.g. +model.depth=3 passes Hydra, not the schema
+        raise _schema_error(exc) from None
     assert isinstance(obj, Config)
     return obj
+
+
+def _schema_error(exc: Exception) -> UserError:
+    """One line for a value or key the typed schema refuses."""
+    key = str(getattr(exc, "full_key", "") or "")
+    hint = unknown_key_hint([f"{key}=?"]) if key else None
+    if hint:
+        return UserError(hint)
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return UserError(f"{key or 'the config'}: {first}")
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -210,18 +233,42 @@ def validate(cfg: Config) -> None:
             raise ConfigError("data.path", d.path, "an existing, readable CSV file")
     if d.name in ("spiral", "moons") and d.task != "classification":
         raise ConfigError("data.task", d.task, f"classification (data.name={d.name})")
+    if d.task == "classification" and d.name not in CLASSIFICATION_DATASETS:
+        raise ConfigError(
+            "data.task", d.task, f"regression (data.name={d.name} makes continuous targets)"
+        )
+    if d.name == "moons" and d.n_classes != 2:
+        raise ConfigError("data.n_classes", d.n_classes, "2 (data.name=moons: two half circles)")
+    for key, fixed in FIXED_SHAPES.get(d.name, {}).items():
+        if getattr(d, key) != fixed:
+            raise ConfigError(
+                f"data.{key}",
+                getattr(d, key),
+                f"{fixed}: data.name={d.name} has a fixed shape (choose it with data={d.name}, "
+                "which sets the shape)",
+            )
+    if d.name == "tutorial" and d.n_outputs != d.n_features:
+        raise ConfigError(
+            "data.n_outputs",
+            d.n_outputs,
+            f"data.n_features ({d.n_features}): the tutorial maps each input to one output",
+        )
 
     for i, width in enumerate(m.hidden):
         if width < 1:
             raise ConfigError(f"model.hidden[{i}]", width, "layer widths >= 1")
     _choice("model.activation", m.activation, ACTIVATIONS)
     _choice("model.output_activation", m.output_activation, OUTPUT_ACTIVATIONS)
-    _positive("model.negative_slope", m.negative_slope, allow_zero=True)
+    if not 0.0 <= m.negative_slope < 1.0:
+        # leaky_relu is computed as max(z, slope·z): only right for 0 <= slope < 1
+        raise ConfigError("model.negative_slope", m.negative_slope, "0 <= negative_slope < 1")
     _choice("model.init", m.init, INITS)
     _positive("model.init_scale", m.init_scale)
     if m.init == "file":
         if not m.init_file:
-            raise ConfigError("model.init_file", m.init_file, "the path of an .npz (model.init=file)")
+            raise ConfigError(
+                "model.init_file", m.init_file, "the path of an .npz (model.init=file)"
+            )
         if not Path(m.init_file).is_file():
             raise ConfigError("model.init_file", m.init_file, "an existing .npz weight file")
 
@@ -275,7 +322,46 @@ def validate(cfg: Config) -> None:
         raise ConfigError("tracking.retries", cfg.tracking.retries, "an integer >= 0")
     if not cfg.tracking.experiment:
         raise ConfigError("tracking.experiment", cfg.tracking.experiment, "a non-empty name")
+    if cfg.tracking.data_max_rows < 0:
+        raise ConfigError(
+            "tracking.data_max_rows", cfg.tracking.data_max_rows, "an integer >= 0 (0 = never)"
+        )
+    if cfg.plot.dpi < 1:
+        raise ConfigError("plot.dpi", cfg.plot.dpi, "an integer >= 1")
     if cfg.plot.frames < 2:
         raise ConfigError("plot.frames", cfg.plot.frames, "an integer >= 2")
     if cfg.trace.max_rows < 1:
         raise ConfigError("trace.max_rows", cfg.trace.max_rows, "an integer >= 1")
+
+
+def unknown_key_hint(overrides: list[str], groups: tuple[str, ...] = ()) -> str | None:
+    """For a command line Hydra refused: name the first unknown key and the keys allowed there.
+
+    Hydra's own message names the unknown key but not what is allowed; ``groups`` are the
+    config group names (``data``, ``experiment``, ``sweep`` ...) that may appear as keys.
+    """
+    import dataclasses
+    import typing
+
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        key = key.lstrip("+~")
+        if not sep or item.startswith("-") or not key or key.startswith("hydra"):
+            continue
+        if "/" in key or "@" in key or ("." not in key and key in groups):
+            continue  # a group choice (data=csv, +sweep=base)
+        node: Any = Config
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            hints = typing.get_type_hints(node)
+            name = part.split("[")[0]
+            if name not in hints:
+                where = ".".join(parts[:i]) or "the config"
+                allowed = ", ".join(f.name for f in dataclasses.fields(node))
+                return f"{key} is not a config key: {where} has {allowed}"
+            if not dataclasses.is_dataclass(hints[name]):
+                if i < len(parts) - 1:
+                    return f"{key} is not a config key: {'.'.join(parts[: i + 1])} is a value"
+                break
+            node = hints[name]
+    return None

@@ -66,7 +66,8 @@ def tutorial(cfg: DataConfig, rng: np.random.Generator) -> Generated:
     if cfg.n_outputs != cfg.n_features:
         raise DataError(
             f"data.n_outputs={cfg.n_outputs} is not allowed for data.name=tutorial: "
-            f"the tutorial maps each input to one output (n_outputs = n_features = {cfg.n_features})"
+            "the tutorial maps each input to one output "
+            f"(n_outputs = n_features = {cfg.n_features})"
         )
     return x, y, _names("x", cfg.n_features), _names("y", cfg.n_outputs)
 
@@ -168,8 +169,10 @@ def read_csv(cfg: DataConfig) -> Generated:
             )
         if values.isna().any():
             row = int(np.argmax(values.isna().to_numpy()))
-            raise DataError(f"data.path={str(path)!r}: column {col!r} has a missing value (NaN) "
-                            f"at row {row + 2}")
+            raise DataError(
+                f"data.path={str(path)!r}: column {col!r} has a missing value (NaN) "
+                f"at row {row + 2}"
+            )
         if not np.isfinite(values.to_numpy(dtype=float)).all():
             raise DataError(f"data.path={str(path)!r}: column {col!r} has an infinite value")
         frame[col] = values
@@ -204,8 +207,8 @@ GENERATORS: dict[str, Callable[[DataConfig, np.random.Generator], Generated]] = 
 
 def split_sizes(n: int, test_fraction: float, val_fraction: float) -> tuple[int, int, int]:
     """(n_train, n_val, n_test) for ``n`` samples; raises if a split would be empty."""
-    n_test = int(round(n * test_fraction))
-    n_val = int(round(n * val_fraction))
+    n_test = round(n * test_fraction)
+    n_val = round(n * val_fraction)
     if test_fraction > 0 and n_test == 0:
         n_test = 1
     if val_fraction > 0 and n_val == 0:
@@ -243,6 +246,14 @@ def generate(cfg: DataConfig, rng: np.random.Generator, dtype: str = "float64") 
         return np.ascontiguousarray(A[idx], dtype=dt)
 
     return Dataset(
-        part(X, tr), part(Y, tr), part(X, va), part(Y, va), part(X, te), part(Y, te),
-        fnames, tnames, cfg.task, scaling,
+        part(X, tr),
+        part(Y, tr),
+        part(X, va),
+        part(Y, va),
+        part(X, te),
+        part(Y, te),
+        fnames,
+        tnames,
+        cfg.task,
+        scaling,
     )

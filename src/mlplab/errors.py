@@ -31,3 +31,14 @@ class RunFailed(Exception):
     """A run that started and failed (divergence, failed gradient check): exit status 1."""
 
     exit_code = 1
+
+
+class StoreFailed(RunFailed):
+    """The tracking store failed during a run; its record went to a local fallback folder.
+
+    ``outcome`` is the run's :class:`~mlplab.pipeline.RunOutcome` (training itself ended).
+    """
+
+    def __init__(self, message: str, outcome: Any = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome

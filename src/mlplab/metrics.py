@@ -25,8 +25,11 @@ def r2(t: Array, y: Array) -> float:
     t = np.asarray(t, np.float64)
     ss_res = np.sum((t - y) ** 2, axis=0)
     ss_tot = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
-    scores = np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0),
-                      np.where(ss_res == 0, 1.0, 0.0))
+    scores = np.where(
+        ss_tot > 0,
+        1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0),
+        np.where(ss_res == 0, 1.0, 0.0),
+    )
     return float(np.mean(scores))
 
 

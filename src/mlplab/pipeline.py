@@ -22,7 +22,7 @@ import numpy as np
 import mlplab
 from mlplab.config import Config, validate
 from mlplab.data import Dataset, generate
-from mlplab.errors import RunFailed
+from mlplab.errors import RunFailed, StoreFailed
 from mlplab.metrics import evaluate_split
 from mlplab.nn import MLP, TrainResult, TrainSettings, fit, init_weights, make_optimizer
 from mlplab.nn.optimizers import Optimizer
@@ -68,8 +68,9 @@ def layer_sizes(cfg: Config, data: Dataset) -> list[int]:
 def build_network(cfg: Config, data: Dataset, rng: np.random.Generator) -> MLP:
     """The network with its initial weights (drawn from ``rng`` or read from a file)."""
     m = cfg.model
-    net = MLP(layer_sizes(cfg, data), m.activation, m.output_activation, m.negative_slope,
-              cfg.train.dtype)
+    net = MLP(
+        layer_sizes(cfg, data), m.activation, m.output_activation, m.negative_slope, cfg.train.dtype
+    )
     if m.init == "file":
         weights = load_weights(str(m.init_file))
         check_shapes(weights, net.sizes, f"model.init_file={m.init_file!r}")
@@ -82,30 +83,61 @@ def build_network(cfg: Config, data: Dataset, rng: np.random.Generator) -> MLP:
 def build_optimizer(cfg: Config, net: MLP) -> Optimizer:
     """The optimiser over the network's weights."""
     o = cfg.optimizer
-    return make_optimizer(o.name, net.weights, o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                          beta1=o.beta1, beta2=o.beta2, eps=o.eps, weight_decay=o.weight_decay)
+    return make_optimizer(
+        o.name,
+        net.weights,
+        o.lr,
+        momentum=o.momentum,
+        nesterov=o.nesterov,
+        beta1=o.beta1,
+        beta2=o.beta2,
+        eps=o.eps,
+        weight_decay=o.weight_decay,
+    )
 
 
 def train_settings(cfg: Config, snapshot_epochs: Sequence[int] = ()) -> TrainSettings:
     """The engine's settings from the config."""
     t, o = cfg.train, cfg.optimizer
     return TrainSettings(
-        epochs=t.epochs, batch_size=t.batch_size, shuffle=t.shuffle, loss=t.loss,
-        reduction=t.reduction, tol=t.tol, patience=t.patience, schedule=o.schedule,
-        step_size=o.step_size, gamma=o.gamma,
-        classification=cfg.data.task == "classification", snapshot_epochs=snapshot_epochs,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        shuffle=t.shuffle,
+        loss=t.loss,
+        reduction=t.reduction,
+        tol=t.tol,
+        patience=t.patience,
+        schedule=o.schedule,
+        step_size=o.step_size,
+        gamma=o.gamma,
+        classification=cfg.data.task == "classification",
+        snapshot_epochs=snapshot_epochs,
     )
 
 
 def snapshot_epochs(cfg: Config) -> list[int]:
-    """Epochs at which the animation captures weights (0 = initial), spread evenly."""
+    """Epochs at which the animation captures weights (0 = initial).
+
+    Evenly spaced and geometrically spaced candidates, so that a run stopping early (by
+    ``train.tol``) still has many frames; :func:`animation_frames` picks ``plot.frames``.
+    """
     if not (cfg.plot.enabled and cfg.plot.animate):
         return []
-    n = min(cfg.plot.frames, cfg.train.epochs + 1)
-    return sorted({int(round(e)) for e in np.linspace(0, cfg.train.epochs, n)})
+    E, n = cfg.train.epochs, min(cfg.plot.frames, cfg.train.epochs + 1)
+    candidates = (*np.linspace(0, E, n), *np.geomspace(1, E, 3 * n))
+    return sorted({round(float(e)) for e in candidates})
 
 
-def first_batch(cfg: Config, data: Dataset, shuffle_rng: np.random.Generator) -> tuple[Array, Array]:
+def animation_frames(snapshots: dict[int, list[Array]], frames: int) -> dict[int, list[Array]]:
+    """At most ``frames`` of the captured snapshots, evenly spread, first and last kept."""
+    epochs = sorted(snapshots)
+    idx = np.unique(np.linspace(0, len(epochs) - 1, min(frames, len(epochs))).round())
+    return {epochs[int(i)]: snapshots[epochs[int(i)]] for i in idx}
+
+
+def first_batch(
+    cfg: Config, data: Dataset, shuffle_rng: np.random.Generator
+) -> tuple[Array, Array]:
     """The rows of the first batch of the first epoch (as training will draw them)."""
     n = data.X_train.shape[0]
     size = n if cfg.train.batch_size is None else min(cfg.train.batch_size, n)
@@ -122,10 +154,23 @@ def train(
     rng: np.random.Generator,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Train ``net`` in place on the training split (validation split for early stopping)."""
-    return fit(net, data.X_train, data.Y_train, build_optimizer(cfg, net),
-               train_settings(cfg, snapshot_epochs(cfg)), rng, data.X_val, data.Y_val,
-               on_epoch)
+    """Train ``net`` in place on the training split (validation split for early stopping).
+
+    NumPy's overflow warnings are silenced: a diverging run is reported once, by the
+    engine (``TrainResult.failure``), not by a screen of RuntimeWarnings.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        return fit(
+            net,
+            data.X_train,
+            data.Y_train,
+            build_optimizer(cfg, net),
+            train_settings(cfg, snapshot_epochs(cfg)),
+            rng,
+            data.X_val,
+            data.Y_val,
+            on_epoch,
+        )
 
 
 def gradcheck(cfg: Config, net: MLP, data: Dataset, n_samples: int = 5) -> float:
@@ -133,8 +178,9 @@ def gradcheck(cfg: Config, net: MLP, data: Dataset, n_samples: int = 5) -> float
     from mlplab.nn.gradcheck import gradient_check
 
     k = min(n_samples, data.X_train.shape[0])
-    return gradient_check(net, data.X_train[:k], data.Y_train[:k], cfg.train.loss,
-                          cfg.train.reduction)
+    return gradient_check(
+        net, data.X_train[:k], data.Y_train[:k], cfg.train.loss, cfg.train.reduction
+    )
 
 
 # -- stage 3: evaluate -------------------------------------------------------------------
@@ -142,9 +188,11 @@ def evaluate(net: MLP, data: Dataset) -> dict[str, float]:
     """Metrics of the final weights: ``test_*``, ``final_train_*`` and ``final_val_*``."""
     classification = data.task == "classification"
     out: dict[str, float] = {}
-    for split, X, Y in (("final_train", data.X_train, data.Y_train),
-                        ("final_val", data.X_val, data.Y_val),
-                        ("test", data.X_test, data.Y_test)):
+    for split, X, Y in (
+        ("final_train", data.X_train, data.Y_train),
+        ("final_val", data.X_val, data.Y_val),
+        ("test", data.X_test, data.Y_test),
+    ):
         if X.shape[0] == 0:
             continue
         for key, value in evaluate_split(Y, net.predict(X), classification).items():
@@ -164,30 +212,51 @@ def plot(cfg: Config, net: MLP, data: Dataset, result: TrainResult, out_dir: Pat
     Y = np.concatenate([data.Y_train, data.Y_test])
     paths = [
         plots.plot_rmse(result.history, pdir / "rmse.png"),
-        plots.plot_predictions(X, Y, net.predict(X), pdir / "predictions.png",
-                               data.feature_names, data.target_names, classification),
-        plots.plot_network(result.weights, pdir / "network.png",
-                           subtitle=f"{result.epochs_run} epochs, final train RMSE "
-                           f"{result.history['train_rmse'][-1]:.4f}"
-                           if result.epochs_run else None),
+        plots.plot_predictions(
+            X,
+            Y,
+            net.predict(X),
+            pdir / "predictions.png",
+            data.feature_names,
+            data.target_names,
+            classification,
+        ),
+        plots.plot_network(
+            result.weights,
+            pdir / "network.png",
+            subtitle=f"{result.epochs_run} epochs, final train RMSE "
+            f"{result.history['train_rmse'][-1]:.4f}"
+            if result.epochs_run
+            else None,
+        ),
     ]
     two_d = classification and data.n_features == 2
     if two_d:
-        paths.append(plots.plot_decision_boundary(net.predict, X, Y,
-                                                  pdir / "decision_boundary.png"))
-    if cfg.plot.animate and len(result.snapshots) >= 2:
+        paths.append(
+            plots.plot_decision_boundary(net.predict, X, Y, pdir / "decision_boundary.png")
+        )
+    frames = animation_frames(result.snapshots, cfg.plot.frames)
+    if cfg.plot.animate and len(frames) >= 2:
         rmse = result.history["train_rmse"]
-        paths.append(plots.animate_network(result.snapshots, rmse, pdir / "network.gif"))
+        paths.append(plots.animate_network(frames, rmse, pdir / "network.gif"))
         if two_d:
-            probe = MLP(net.sizes, cfg.model.activation, cfg.model.output_activation,
-                        cfg.model.negative_slope, "float64")
+            probe = MLP(
+                net.sizes,
+                cfg.model.activation,
+                cfg.model.output_activation,
+                cfg.model.negative_slope,
+                "float64",
+            )
 
             def predict_with(weights: list[Array], Xq: Array) -> Array:
                 probe.set_weights(weights)
                 return probe.predict(Xq)
 
-            paths.append(plots.animate_decision_boundary(result.snapshots, predict_with, X, Y,
-                                                         pdir / "decision_boundary.gif"))
+            paths.append(
+                plots.animate_decision_boundary(
+                    frames, predict_with, X, Y, pdir / "decision_boundary.gif"
+                )
+            )
     return paths
 
 
@@ -202,8 +271,11 @@ def write_data_csv(data: Dataset, out_dir: Path, max_rows: int) -> list[Path]:
     ddir = out_dir / "data"
     ddir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for split, X, Y in (("train", data.X_train, data.Y_train), ("val", data.X_val, data.Y_val),
-                        ("test", data.X_test, data.Y_test)):
+    for split, X, Y in (
+        ("train", data.X_train, data.Y_train),
+        ("val", data.X_val, data.Y_val),
+        ("test", data.X_test, data.Y_test),
+    ):
         if split == "val" and X.shape[0] == 0:
             continue
         cols = [f"x{i + 1}" for i in range(X.shape[1])] + [f"y{i + 1}" for i in range(Y.shape[1])]
@@ -224,10 +296,14 @@ def config_yaml(cfg: Config) -> str:
 def network_spec(cfg: Config, net: MLP, data: Dataset) -> dict[str, Any]:
     """What the served model needs to rebuild the network."""
     return {
-        "sizes": net.sizes, "activation": cfg.model.activation,
+        "sizes": net.sizes,
+        "activation": cfg.model.activation,
         "output_activation": cfg.model.output_activation,
-        "negative_slope": cfg.model.negative_slope, "dtype": cfg.train.dtype,
-        "features": data.feature_names, "targets": data.target_names, "scaling": data.scaling,
+        "negative_slope": cfg.model.negative_slope,
+        "dtype": cfg.train.dtype,
+        "features": data.feature_names,
+        "targets": data.target_names,
+        "scaling": data.scaling,
     }
 
 
@@ -236,8 +312,14 @@ def git_commit() -> str:
     from mlplab.tracking import repo_root
 
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True,
-                              text=True, timeout=5, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo_root(),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -276,18 +358,35 @@ def run(
     initial = net.get_weights()
     sink = sink_factory(cfg)  # connects to the store: a TrackingError is a user error
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.tracking.enabled:  # a store that fails mid-run: the record goes to a local folder
+        from mlplab.fallback import FOLDER_NAME, FallbackSink
+
+        sink = FallbackSink(
+            sink,
+            out_dir / FOLDER_NAME,
+            str(cfg.tracking.uri),
+            cfg.tracking.experiment,
+            cfg.tracking.parent_run_id,
+        )
     from mlplab.tracking import flatten
 
     params = flatten(asdict(cfg))
-    tags = {"mlplab_version": mlplab.__version__, "git_commit": git_commit(),
-            **(extra_tags or {})}
+    tags = {"mlplab_version": mlplab.__version__, "git_commit": git_commit(), **(extra_tags or {})}
     name = cfg.tracking.run_name or run_name_from_overrides(overrides)
-    sink.start(params, tags, name)
+    try:
+        sink.start(params, tags, name)
+    except KeyboardInterrupt:
+        if sink.run_id is not None:
+            _safe(lambda: sink.end("KILLED"))
+        raise
     status, failure = "FAILED", None
+    outcome: RunOutcome | None = None
+    mdir: Path | None = None
     try:
         (out_dir / "config.yaml").write_text(config_yaml(cfg))
         (out_dir / "overrides.yaml").write_text(
-            "".join(f"- {json.dumps(o)}\n" for o in overrides) or "[]\n")
+            "".join(f"- {json.dumps(o)}\n" for o in overrides) or "[]\n"
+        )
         save_weights(out_dir / "weights" / "initial.npz", initial)
         metrics: dict[str, float] = {}
         if cfg.train.gradcheck:
@@ -295,8 +394,10 @@ def run(
             metrics["gradcheck_max_rel_error"] = err
             sink.log_metrics({"gradcheck_max_rel_error": err})
             if not err <= cfg.train.gradcheck_threshold:
-                raise RunFailed(f"gradient check failed: max relative error {err:.3e} > "
-                                f"train.gradcheck_threshold={cfg.train.gradcheck_threshold}")
+                raise RunFailed(
+                    f"gradient check failed: max relative error {err:.3e} > "
+                    f"train.gradcheck_threshold={cfg.train.gradcheck_threshold}"
+                )
         if cfg.trace.enabled:
             from mlplab.trace import build_trace, write_trace
 
@@ -315,21 +416,33 @@ def run(
             if cfg.plot.enabled:
                 plot(cfg, net, data, result, out_dir)
         sink.log_metrics(metrics)
-        sink.set_tags({"weights_sha256": sha, "stop_reason": result.stop_reason,
-                       **({"failure_reason": result.failure} if result.failure else {})})
-        if cfg.tracking.enabled and cfg.tracking.log_model and result.failure is None:
+        sink.set_tags(
+            {
+                "weights_sha256": sha,
+                "stop_reason": result.stop_reason,
+                **({"failure_reason": result.failure} if result.failure else {}),
+            }
+        )
+        if (
+            cfg.tracking.enabled
+            and cfg.tracking.log_model
+            and result.failure is None
+            and not result.interrupted
+        ):
             from mlplab.serving import save_model
 
             raw = data.X_train[:5].astype(np.float64)
             if data.scaling:
                 raw = raw * np.asarray(data.scaling["std"]) + np.asarray(data.scaling["mean"])
             mdir = out_dir.parent / f".{out_dir.name}-model"
-            save_model(mdir / "model", out_dir / "weights" / "final.npz",
-                       network_spec(cfg, net, data), raw, net.predict(data.X_train[:5]))
+            save_model(
+                mdir / "model",
+                out_dir / "weights" / "final.npz",
+                network_spec(cfg, net, data),
+                raw,
+                net.predict(data.X_train[:5]),
+            )
             sink.log_model(mdir / "model")
-            import shutil
-
-            shutil.rmtree(mdir, ignore_errors=True)
         sink.log_artifacts(out_dir)
         if result.interrupted:
             status = "KILLED"
@@ -338,7 +451,7 @@ def run(
             failure = result.failure
             raise RunFailed(result.failure)
         status = "FINISHED"
-        return RunOutcome(sink.run_id, status, metrics, result.epochs_run, sha, out_dir)
+        outcome = RunOutcome(sink.run_id, status, metrics, result.epochs_run, sha, out_dir)
     except RunFailed as exc:
         failure = str(exc)
         sink.set_tags({"failure_reason": failure})
@@ -352,12 +465,26 @@ def run(
         raise
     finally:
         _safe(lambda: sink.end(status))
+        if mdir is not None:
+            import shutil
+
+            shutil.rmtree(mdir, ignore_errors=True)
+        fell_back = getattr(sink, "active", False)
+        if fell_back and outcome is None:  # an error or interrupt is on its way up: say it now
+            print(f"error: {sink.notice()}", file=sys.stderr, flush=True)
+    if fell_back:
+        raise StoreFailed(
+            f"training ended {status} ({outcome.epochs_run} epochs, weights "
+            f"sha256 {outcome.weights_sha256[:12]}), but {sink.notice()}",
+            outcome,
+        )
+    return outcome
 
 
 def _safe(action: Callable[[], Any]) -> None:
     try:
         action()
-    except Exception as exc:  # noqa: BLE001 - best effort while already failing
+    except Exception as exc:
         log.warning("could not update the tracking store: %s", exc)
 
 
@@ -370,8 +497,9 @@ def _train_with_progress(
         return train(cfg, net, data, rng)
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.train.epochs, desc="training", unit="epoch", leave=False,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.train.epochs, desc="training", unit="epoch", leave=False, dynamic_ncols=True
+    )
     last = [0]
 
     def on_epoch(epoch: int, rmse: float) -> None:

@@ -9,7 +9,7 @@ on an Agg canvas (headless, nothing registered with pyplot).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,8 +89,7 @@ def summary_frame(children: Sequence[ChildRecord], param_keys: Sequence[str] = (
             row[m] = c.metrics.get(m, math.nan)
         row["failure_reason"] = c.failure_reason
         rows.append(row)
-    columns = ["run_id", "run_name", "status", *param_keys, "overrides", *present,
-               "failure_reason"]
+    columns = ["run_id", "run_name", "status", *param_keys, "overrides", *present, "failure_reason"]
     frame = pd.DataFrame(rows, columns=columns)
     if len(frame):
         frame = frame.sort_values(RANK_BY, na_position="last", kind="stable")
@@ -103,7 +102,7 @@ def best_row(frame: pd.DataFrame) -> pd.Series | None:
     done = frame[(frame["status"] == "FINISHED") & frame[RANK_BY].notna()]
     if done.empty:
         return None
-    return done.loc[done[RANK_BY].idxmin()]
+    return done.sort_values(RANK_BY, kind="stable").iloc[0]
 
 
 def format_table(frame: pd.DataFrame, param_keys: Sequence[str] = ()) -> str:
@@ -113,17 +112,29 @@ def format_table(frame: pd.DataFrame, param_keys: Sequence[str] = ()) -> str:
     show = frame.copy()
     show["run_id"] = show["run_id"].str[:8]
     show["failure_reason"] = show["failure_reason"].fillna("").str[:60]
-    metrics = [m for m in ("test_rmse", "test_mae", "test_r2", "test_accuracy",
-                           "final_train_rmse", "epochs_run") if m in show.columns]
+    metrics = [
+        m
+        for m in (
+            "test_rmse",
+            "test_mae",
+            "test_r2",
+            "test_accuracy",
+            "final_train_rmse",
+            "epochs_run",
+        )
+        if m in show.columns
+    ]
     cols = ["run_id", "run_name", "status", *metrics]
     if show["failure_reason"].astype(bool).any():
         cols.append("failure_reason")
     if "epochs_run" in show.columns:
-        show["epochs_run"] = show["epochs_run"].map(
-            lambda v: "" if pd.isna(v) else str(int(v)))
-    formats = {m: (lambda v: "" if pd.isna(v) else f"{v:.6g}") for m in metrics
-               if m != "epochs_run"}
-    return show[cols].to_string(index=False, formatters=formats)  # type: ignore[arg-type]
+        show["epochs_run"] = show["epochs_run"].map(lambda v: "" if pd.isna(v) else str(int(v)))
+
+    def number(v: Any) -> str:
+        return "" if pd.isna(v) else f"{v:.6g}"
+
+    formats: dict[str, Callable[..., str]] = {m: number for m in metrics if m != "epochs_run"}
+    return show[cols].to_string(index=False, formatters=formats)
 
 
 def _figure(width: float, height: float) -> Any:
@@ -146,25 +157,41 @@ def _save(fig: Any, path: Path) -> Path:
 
 def plot_curves(children: Sequence[ChildRecord], path: Path, title: str = "") -> Path:
     """Every child's train RMSE per epoch on one chart (log scale), labelled by run name."""
+    import matplotlib
+
     fig = _figure(10, 6)
     ax = fig.add_subplot()
     drawn = 0
-    for c in sorted(children, key=lambda c: c.run_name):
-        if not c.history:
-            continue
+    with_history = sorted((c for c in children if c.history), key=lambda c: c.run_name)
+    # distinct colours for up to 20 curves (tab10 repeats after 10), then a ramp
+    n = len(with_history)
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"]
+    colours = [cmap(i if n <= 20 else i / max(1, n - 1)) for i in range(n)]
+    for i, c in enumerate(with_history):
         y = np.asarray(c.history, dtype=float)
         label = c.run_name or c.run_id[:8]
         if c.status != "FINISHED":
             label += f" ({c.status})"
-        ax.plot(np.arange(1, len(y) + 1), y, lw=1.2, label=label,
-                ls="-" if c.status == "FINISHED" else "--")
+        ax.plot(
+            np.arange(1, len(y) + 1),
+            y,
+            lw=1.2,
+            label=label,
+            ls="-" if c.status == "FINISHED" else "--",
+            color=colours[i],
+        )
         drawn += 1
     ax.set_xlabel("epoch")
     ax.set_ylabel("train RMSE")
     if drawn:
         ax.set_yscale("log")
-        ax.legend(fontsize=7, ncol=1 if drawn <= 12 else 2, loc="upper left",
-                  bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.legend(
+            fontsize=7,
+            ncol=1 if drawn <= 12 else 2,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            frameon=False,
+        )
     else:
         ax.text(0.5, 0.5, "no RMSE history", ha="center", va="center", transform=ax.transAxes)
     ax.grid(True, which="both", alpha=0.3)
@@ -179,14 +206,18 @@ def _as_numbers(values: Sequence[str]) -> list[float] | None:
         return None
 
 
-def plot_params(frame: pd.DataFrame, param_keys: Sequence[str], path: Path,
-                metric: str = RANK_BY) -> Path:
+def plot_params(
+    frame: pd.DataFrame, param_keys: Sequence[str], path: Path, metric: str = RANK_BY
+) -> Path:
     """Final ``metric`` against each swept parameter: one panel per parameter.
 
-    Numeric parameters go on a numeric axis (logarithmic when they span a factor of 10 or
-    more); the others are categories. Each point is a child; the line joins the medians.
-    Children without the metric (failed ones) are counted in the panel title.
+    A parameter with a few values is drawn as categories (numbers in numeric order); one
+    with many numeric values (a tuned learning rate) on a numeric axis, logarithmic when
+    they span a factor of 10 or more. Each point is a child; the grey line joins the
+    medians. Children without the metric (failed ones) are counted in the panel title.
     """
+    from matplotlib.ticker import NullFormatter
+
     keys = list(param_keys) or ["run_name"]
     fig = _figure(max(4.0, 3.6 * len(keys)), 3.8)
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
@@ -196,22 +227,24 @@ def plot_params(frame: pd.DataFrame, param_keys: Sequence[str], path: Path,
         values = [str(v) for v in ok[key]] if key in ok.columns else []
         y = ok[metric].to_numpy(dtype=float) if len(ok) else np.array([])
         numbers = _as_numbers(values) if values else None
-        if numbers is not None:
+        levels = sorted(set(values), key=lambda s: (len(s), s))
+        if numbers is not None and len(set(numbers)) > 8:
             x = np.asarray(numbers)
             ax.scatter(x, y, s=22, alpha=0.8)
-            levels = np.unique(x)
-            ax.plot(levels, [np.median(y[x == v]) for v in levels], lw=1, color="grey")
-            if levels.size and levels.min() > 0 and levels.max() / levels.min() >= 10:
+            if x.min() > 0 and x.max() / x.min() >= 10:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
         else:
-            cats = sorted(set(values), key=lambda s: (len(s), s))
-            pos = {c: i for i, c in enumerate(cats)}
+            if numbers is not None:
+                levels = sorted(set(values), key=float)
+            pos = {c: i for i, c in enumerate(levels)}
             x = np.array([pos[v] for v in values], dtype=float)
             rng = np.random.default_rng(0)
             ax.scatter(x + rng.uniform(-0.12, 0.12, x.size), y, s=22, alpha=0.8)
-            ax.plot(range(len(cats)), [np.median(y[x == i]) for i in range(len(cats))],
-                    lw=1, color="grey", marker="_", ms=14)
-            ax.set_xticks(range(len(cats)), cats, rotation=30 if len(cats) > 4 else 0)
+            medians = [np.median(y[x == i]) for i in range(len(levels))]
+            ax.plot(range(len(levels)), medians, lw=1, color="grey", marker="_", ms=14)
+            ax.set_xticks(range(len(levels)), levels, rotation=30 if len(levels) > 4 else 0)
+            ax.set_xlim(-0.5, len(levels) - 0.5)
         if y.size and np.all(y > 0):
             ax.set_yscale("log")
         ax.set_xlabel(key)
@@ -222,8 +255,12 @@ def plot_params(frame: pd.DataFrame, param_keys: Sequence[str], path: Path,
     return _save(fig, path)
 
 
-def plot_objective(values: Sequence[float | None], path: Path, direction: str = "minimize",
-                   label: str = "objective") -> Path:
+def plot_objective(
+    values: Sequence[float | None],
+    path: Path,
+    direction: str = "minimize",
+    label: str = "objective",
+) -> Path:
     """An Optuna study's objective per trial (failed trials left out) and its best so far."""
     fig = _figure(7, 4)
     ax = fig.add_subplot()

@@ -21,7 +21,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     from mlflow.pyfunc import PythonModel
 
-    class MLPModel(PythonModel):  # type: ignore[misc,valid-type]
+    class MLPModel(PythonModel):
         """Predicts with the stored weights; input columns = the feature names."""
 
         def load_context(self, context: Any) -> None:

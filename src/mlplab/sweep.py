@@ -54,10 +54,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlplab")
 
 #: Overrides added to every job of a sweep (never part of a run name or output folder).
-INJECTED_KEYS = ("tracking.uri", "tracking.experiment", "tracking.parent_run_id")
+INJECTED_KEYS = (
+    "tracking.uri",
+    "tracking.experiment",
+    "tracking.parent_run_id",
+    "tracking.run_name",
+)
 
 _lock = threading.Lock()
 _open: dict[str, str] = {}  # the parent run this process opened and has not closed: uri, run_id
+_guarded: list[bool] = []  # the atexit hook is registered
 
 
 # -- the parent run ----------------------------------------------------------------------
@@ -96,7 +102,7 @@ def close_open_parent(status: str) -> None:
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, status=status)
             log.info("sweep parent run %s closed as %s", run_id, status)
-    except Exception as exc:  # noqa: BLE001 - best effort while the command ends
+    except Exception as exc:
         log.warning("could not close the sweep's parent run %s: %s", run_id, exc)
 
 
@@ -110,7 +116,9 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def install_guards() -> None:
     """Make SIGTERM an interrupt (unless someone handles it already) and close at exit."""
-    atexit.register(_close_at_exit)
+    if not _guarded:
+        atexit.register(_close_at_exit)
+        _guarded.append(True)
     if threading.current_thread() is threading.main_thread():
         with contextlib.suppress(ValueError, OSError):
             if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
@@ -151,15 +159,19 @@ def start_parent(
     experiment_id = ensure_experiment(client, experiment, uri)
     all_tags = {"mlplab_version": mlplab.__version__, "git_commit": git_commit(), **tags}
     try:
-        run = client.create_run(experiment_id, run_name=run_name,
-                                tags={k: str(v)[:PARAM_MAX_LEN] for k, v in all_tags.items()})
-    except Exception as exc:  # noqa: BLE001 - the store is unusable
+        run = client.create_run(
+            experiment_id,
+            run_name=run_name,
+            tags={k: str(v)[:PARAM_MAX_LEN] for k, v in all_tags.items()},
+        )
+    except Exception as exc:
         raise TrackingError(f"tracking.uri={uri!r}: cannot create the parent run ({exc})") from None
     run_id = run.info.run_id
     _remember(uri, run_id)
     if params:
-        client.log_batch(run_id, params=[Param(k, str(v)[:PARAM_MAX_LEN])
-                                         for k, v in params.items()])
+        client.log_batch(
+            run_id, params=[Param(k, str(v)[:PARAM_MAX_LEN]) for k, v in params.items()]
+        )
     return client, experiment_id, run_id
 
 
@@ -173,10 +185,34 @@ def hydra_override(key: str, value: str) -> str:
         parsed = OverridesParser.create().parse_override(plain)
         if not parsed.is_sweep_override() and parsed.value() == value:
             return plain
-    except Exception:  # noqa: BLE001, S110 - not parseable as is: quote it
+    except Exception:
         pass
     escaped = value.replace("\\", "\\\\").replace("'", "\\'")
     return f"{key}='{escaped}'"
+
+
+def child_name_template(keys: Sequence[str], groups: Sequence[str]) -> str | None:
+    """``tracking.run_name`` for the jobs: an interpolation of the swept values only.
+
+    ``hidden=${model.hidden} optimizer=${hydra:runtime.choices.optimizer} lr=${optimizer.lr}``:
+    each job resolves it in its own config, whatever launcher runs it. Labels are the
+    keys' last components unless two of them clash (then the whole key).
+    """
+    if not keys:
+        return None
+    last = [k.split(".")[-1] for k in keys]
+    parts = []
+    for key, short in zip(keys, last, strict=True):
+        label = short if last.count(short) == 1 else key
+        value = f"${{hydra:runtime.choices.{key}}}" if key in groups else f"${{oc.select:{key},?}}"
+        parts.append(f"{label}={value}")
+    return " ".join(parts)
+
+
+def task_overrides(config: DictConfig) -> list[str]:
+    """The command line's overrides as typed (an ``${...}`` in one is not resolved)."""
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    return [str(o) for o in task] if isinstance(task, list) else []
 
 
 def sweep_plan(config: DictConfig) -> tuple[list[str], list[str], int | None]:
@@ -187,12 +223,12 @@ def sweep_plan(config: DictConfig) -> tuple[list[str], list[str], int | None]:
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    task = [str(o) for o in config.hydra.overrides.task]
+    task = task_overrides(config)
     params = config.hydra.sweeper.get("params") or {}
     items = [f"{k}={v}" for k, v in params.items()] + task
     try:
         parsed = OverridesParser.create().parse_overrides(items)
-    except Exception:  # noqa: BLE001 - let the sweeper report a bad override
+    except Exception:
         return [], task, None
     swept: dict[str, bool] = {}
     for o in parsed:
@@ -210,14 +246,14 @@ def sweep_plan(config: DictConfig) -> tuple[list[str], list[str], int | None]:
 
         try:
             jobs = sum(len(b) for b in BasicSweeper.split_arguments(parsed, None))
-        except Exception:  # noqa: BLE001 - e.g. a range sweep the basic sweeper refuses
+        except Exception:
             jobs = None
     return list(swept), task, jobs
 
 
 # -- the children ------------------------------------------------------------------------
 @contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
+def quiet_downloads() -> Iterator[None]:
     old = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     try:
@@ -234,10 +270,10 @@ def read_overrides(client: MlflowClient, run_id: str) -> list[str] | None:
     import yaml
 
     try:
-        with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
+        with tempfile.TemporaryDirectory() as tmp, quiet_downloads():
             path = client.download_artifacts(run_id, "overrides.yaml", tmp)
             loaded = yaml.safe_load(Path(path).read_text())
-    except Exception:  # noqa: BLE001 - e.g. a job refused before it logged anything
+    except Exception:
         return None
     return [str(x) for x in loaded] if isinstance(loaded, list) else None
 
@@ -264,8 +300,9 @@ def child_runs(client: MlflowClient, parent_id: str) -> list[Any]:
             return out
 
 
-def collect_children(client: MlflowClient, parent_id: str,
-                     close_orphans: bool = True) -> list[ChildRecord]:
+def collect_children(
+    client: MlflowClient, parent_id: str, close_orphans: bool = True
+) -> list[ChildRecord]:
     """The report's view of the children: overrides, final metrics, RMSE history.
 
     With ``close_orphans`` a child still RUNNING (its job is over: a worker died) is
@@ -286,23 +323,24 @@ def collect_children(client: MlflowClient, parent_id: str,
         try:
             points = client.get_metric_history(info.run_id, "train_rmse")
             history = [m.value for m in sorted(points, key=lambda m: m.step)]
-        except Exception:  # noqa: BLE001 - a child without history is still reported
+        except Exception:
             history = []
         overrides = read_overrides(client, info.run_id)
         if overrides is None:
             overrides = []
-        visible = [o for o in overrides
-                   if not o.lstrip("+~").startswith(("tracking.", "hydra."))]
-        records.append(ChildRecord(
-            run_id=info.run_id,
-            run_name=info.run_name or tags.get("mlflow.runName", ""),
-            status=status,
-            overrides=visible,
-            metrics=dict(data.metrics),
-            params=dict(data.params),
-            failure_reason=reason,
-            history=history,
-        ))
+        visible = [o for o in overrides if not o.lstrip("+~").startswith(("tracking.", "hydra."))]
+        records.append(
+            ChildRecord(
+                run_id=info.run_id,
+                run_name=info.run_name or tags.get("mlflow.runName", ""),
+                status=status,
+                overrides=visible,
+                metrics=dict(data.metrics),
+                params=dict(data.params),
+                failure_reason=reason,
+                history=history,
+            )
+        )
     return records
 
 
@@ -326,26 +364,39 @@ def publish_report(
     best = best_row(frame)
     now = int(datetime.now().timestamp() * 1000)
     failed = int((frame["status"] != "FINISHED").sum()) if len(frame) else 0
-    metrics = [Metric("n_children", float(len(frame)), now, 0),
-               Metric("n_failed", float(failed), now, 0)]
+    metrics = [
+        Metric("n_children", float(len(frame)), now, 0),
+        Metric("n_failed", float(failed), now, 0),
+    ]
     tags: list[RunTag] = []
     if best is not None:
-        tags += [RunTag("best_run_id", str(best["run_id"])),
-                 RunTag("best_run_name", str(best["run_name"])[:5000])]
-        for key in ("test_rmse", "test_mae", "test_r2", "test_accuracy", "final_val_rmse",
-                    "final_train_rmse", "epochs_run"):
+        tags += [
+            RunTag("best_run_id", str(best["run_id"])),
+            RunTag("best_run_name", str(best["run_name"])[:5000]),
+        ]
+        for key in (
+            "test_rmse",
+            "test_mae",
+            "test_r2",
+            "test_accuracy",
+            "final_val_rmse",
+            "final_train_rmse",
+            "epochs_run",
+        ):
             if key in frame.columns and best[key] == best[key]:  # not NaN
                 metrics.append(Metric(f"best_{key}", float(best[key]), now, 0))
     client.log_batch(parent_id, metrics=metrics, tags=tags)
     return frame, best
 
 
-def _print_report(frame: pd.DataFrame, best: pd.Series | None, header: str,
-                  param_keys: Sequence[str]) -> None:
+def _print_report(
+    frame: pd.DataFrame, best: pd.Series | None, header: str, param_keys: Sequence[str]
+) -> None:
     lines = [header, format_table(frame, param_keys)]
     if best is not None:
-        lines.append(f"best: {best['run_name']} (run {best['run_id']}), "
-                     f"test RMSE {best['test_rmse']:.6g}")
+        lines.append(
+            f"best: {best['run_name']} (run {best['run_id']}), test RMSE {best['test_rmse']:.6g}"
+        )
     print("\n".join(lines), flush=True)
 
 
@@ -384,8 +435,9 @@ class MlflowSweepCallback(Callback):
         choices = config.hydra.runtime.get("choices") or {}
         name = str(choices.get("sweep") or "multirun")
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        sweeper_params = {str(k): str(v) for k, v in
-                          (config.hydra.sweeper.get("params") or {}).items()}
+        sweeper_params = {
+            str(k): str(v) for k, v in (config.hydra.sweeper.get("params") or {}).items()
+        }
         visible = [o for o in task if not o.lstrip("+~").startswith(("tracking.", "hydra."))]
         tags = {
             "sweep": name,
@@ -404,8 +456,9 @@ class MlflowSweepCallback(Callback):
         if jobs is not None:
             tags["sweep_jobs"] = str(jobs)
         params = {f"sweep.{k}": v for k, v in sweeper_params.items()}
-        client, _, run_id = start_parent(tracking.uri, tracking.experiment,
-                                         f"sweep {name} {stamp}", tags, params)
+        client, _, run_id = start_parent(
+            tracking.uri, tracking.experiment, f"sweep {name} {stamp}", tags, params
+        )
         del client
         install_guards()
         self.parent_id, self.uri = run_id, tracking.uri
@@ -415,13 +468,21 @@ class MlflowSweepCallback(Callback):
             "tracking.experiment": tracking.experiment,
             "tracking.parent_run_id": run_id,
         }
+        template = child_name_template(keys, [str(g) for g in choices])
+        if template and not tracking.run_name:
+            injected["tracking.run_name"] = template
         with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
-            kept = [o for o in config.hydra.overrides.task
-                    if o.partition("=")[0].lstrip("+~") not in injected]
-            config.hydra.overrides.task = kept + [hydra_override(k, v)
-                                                  for k, v in injected.items()]
-        print(f"sweep {name}: parent run {run_id} in experiment {tracking.experiment!r} "
-              f"({tracking.uri}), {jobs if jobs is not None else '?'} jobs", flush=True)
+            kept = [
+                o
+                for o in task_overrides(config)
+                if o.partition("=")[0].lstrip("+~") not in injected
+            ]
+            config.hydra.overrides.task = kept + [hydra_override(k, v) for k, v in injected.items()]
+        print(
+            f"sweep {name}: parent run {run_id} in experiment {tracking.experiment!r} "
+            f"({tracking.uri}), {jobs if jobs is not None else '?'} jobs",
+            flush=True,
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Report on the parent, print the table, close the parent FINISHED or FAILED."""
@@ -453,16 +514,25 @@ class MlflowSweepCallback(Callback):
         if not self.report:
             return status
         out_dir = Path(str(config.hydra.sweep.dir)) / "report"
-        frame, best = publish_report(client, self.parent_id, children, self.keys, out_dir,
-                                     title=f"sweep {self.name}: train RMSE per epoch")
+        frame, best = publish_report(
+            client,
+            self.parent_id,
+            children,
+            self.keys,
+            out_dir,
+            title=f"sweep {self.name}: train RMSE per epoch",
+        )
         missing = max(0, expected - len(children))
         if missing:
-            client.set_tag(self.parent_id, "failure_reason",
-                           f"{missing} of {expected} jobs left no run")
-        header = (f"\nsweep {self.name}: {finished}/{expected} jobs finished"
-                  + (f", {len(children) - finished} failed" if len(children) > finished else "")
-                  + (f", {missing} left no run" if missing else "")
-                  + f" -> parent run {self.parent_id} {status}; report in {out_dir}")
+            client.set_tag(
+                self.parent_id, "failure_reason", f"{missing} of {expected} jobs left no run"
+            )
+        header = (
+            f"\nsweep {self.name}: {finished}/{expected} jobs finished"
+            + (f", {len(children) - finished} failed" if len(children) > finished else "")
+            + (f", {missing} left no run" if missing else "")
+            + f" -> parent run {self.parent_id} {status}; report in {out_dir}"
+        )
         _print_report(frame, best, header, self.keys)
         return status
 

@@ -159,7 +159,8 @@ def _update_formula(cfg: Config, W: str, g: str) -> str:
         return (
             f"{decay}m = (1 − β1)·{grad}, s = (1 − β2)·{grad}² (first step), "
             f"{W}_new = {W} − α/(1 − β1) · m / (√s / √(1 − β2) + eps)  "
-            f"[β1={o.beta1:g}, β2={o.beta2:g}, eps={o.eps:g}; on the first step ≈ {W} − α·sign(g)]"
+            f"[β1={o.beta1:g}, β2={o.beta2:g}, eps={o.eps:g}; "
+            f"on the first step ≈ {W} − α·sign({grad})]"
         )
     if o.momentum:
         if o.nesterov:

@@ -7,6 +7,7 @@ with ``log_batch`` in chunks of at most 1 000 points, params in chunks of 100.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -45,14 +46,14 @@ def resolve_uri(uri: str | None) -> str:
     if not uri:
         return default_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+        return f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
     return uri
 
 
 def artifact_root_for(uri: str) -> str | None:
     """Where a local store keeps artifacts: ``mlartifacts/`` beside the SQLite file."""
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
     return None
 
 
@@ -77,11 +78,84 @@ def configure_http(timeout: int, retries: int) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def check_local_store(uri: str) -> None:
+    """Refuse a SQLite store whose folder is missing or whose file cannot be written.
+
+    MLflow would create missing folders silently (a typo becomes a new, empty store) and
+    report an unwritable one only at the first write. Raises :class:`TrackingError`.
+    """
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        return
+    path = Path(uri[len("sqlite:///") :])
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise TrackingError(
+            f"tracking.uri={uri!r}: the folder {str(folder)!r} {what}; expected a SQLite file "
+            "in an existing, writable folder (create the folder, or choose another path)"
+        )
+    if path.exists() and not path.is_file():
+        raise TrackingError(f"tracking.uri={uri!r}: {str(path)!r} is not a file")
+    target = path if path.exists() else folder
+    if not os.access(target, os.W_OK):
+        raise TrackingError(
+            f"tracking.uri={uri!r}: {str(target)!r} is not writable; expected a SQLite file "
+            "in a writable folder"
+        )
+
+
 def get_client(uri: str) -> MlflowClient:
-    """A client for ``uri``."""
+    """A client for ``uri`` (MLflow opens, and for SQLite creates or migrates, the store).
+
+    Raises :class:`TrackingError` when the store cannot be opened.
+    """
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    check_local_store(uri)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as exc:  # e.g. not a database, an unsupported scheme
+        raise TrackingError(
+            f"tracking.uri={uri!r}: the MLflow store cannot be opened ({_first_line(exc)})"
+        ) from None
+
+
+def _local_path(location: str | None) -> Path | None:
+    """The folder of a local artifact location (``file:`` URI or plain path), else None."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    if not location:
+        return None
+    parsed = urlparse(location)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(location)
+    return None
+
+
+def check_artifact_root(location: str | None, uri: str) -> None:
+    """Create a local artifact folder if needed and check that a file can be written in it."""
+    import tempfile
+
+    folder = _local_path(location)
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".mlplab-probe-"):
+            pass
+    except OSError as exc:
+        raise TrackingError(
+            f"tracking.uri={uri!r}: the artifact folder {str(folder)!r} cannot be written "
+            f"({_first_line(exc)})"
+        ) from None
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
@@ -96,21 +170,22 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 client.restore_experiment(exp.experiment_id)
-            return str(exp.experiment_id)
-        root = artifact_root_for(uri)
-        location = f"{root}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" if root else None
-        try:
-            return str(client.create_experiment(name, artifact_location=location))
-        except MlflowException:
-            exp = client.get_experiment_by_name(name)  # created meanwhile by another job
+        else:
+            root = artifact_root_for(uri)
+            location = f"{root}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" if root else None
+            # another job may create it meanwhile: either way, read it back below
+            with contextlib.suppress(MlflowException):
+                client.create_experiment(name, artifact_location=location)
+            exp = client.get_experiment_by_name(name)
             if exp is None:
-                raise
-            return str(exp.experiment_id)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise TrackingError(f"experiment {name!r} could not be created")
+    except Exception as exc:  # any failure here means the store is unusable
         raise TrackingError(
-            f"tracking.uri={uri!r}: the MLflow store cannot be reached or written ({first[:300]})"
+            f"tracking.uri={uri!r}: the MLflow store cannot be reached or written "
+            f"({_first_line(exc)})"
         ) from None
+    check_artifact_root(exp.artifact_location, uri)
+    return str(exp.experiment_id)
 
 
 class Sink(Protocol):
@@ -185,11 +260,20 @@ class MlflowSink:
         all_tags = dict(tags)
         if self.parent_run_id:
             all_tags["mlflow.parentRunId"] = self.parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
-        self.run_id = run.info.run_id
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), PARAM_CHUNK):
-            self.client.log_batch(self.run_id, params=items[i : i + PARAM_CHUNK])
+        try:
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+            self.run_id = run.info.run_id
+            items = [Param(k, v) for k, v in params.items()]
+            for i in range(0, len(items), PARAM_CHUNK):
+                self.client.log_batch(self.run_id, params=items[i : i + PARAM_CHUNK])
+        except Exception as exc:  # nothing trained yet: a store problem
+            if self.run_id is not None:
+                with contextlib.suppress(Exception):  # the store is failing already
+                    self.client.set_terminated(self.run_id, status="FAILED")
+            raise TrackingError(
+                f"tracking.uri={self.uri!r}: cannot create a run in experiment "
+                f"{self.experiment!r} ({_first_line(exc)})"
+            ) from None
 
     def log_history(self, history: Mapping[str, np.ndarray]) -> None:
         """Send every series with ``log_batch`` in chunks of :data:`METRIC_CHUNK` points."""

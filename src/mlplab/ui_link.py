@@ -28,8 +28,10 @@ def experiment_links(db: Path, host: str, port: int) -> list[str]:
         except sqlite3.Error:
             return []
     base = f"http://{host}:{port}"
-    return [f"  {name}: {base}/#/experiments/{eid}/runs?workflowType=machine_learning"
-            for eid, name in rows]
+    return [
+        f"  {name}: {base}/#/experiments/{eid}/runs?workflowType=machine_learning"
+        for eid, name in rows
+    ]
 
 
 def main() -> None:

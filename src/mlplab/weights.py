@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +18,8 @@ Array = np.ndarray
 def save_weights(path: Path, weights: Sequence[Array]) -> Path:
     """Write ``weights`` as ``W0, W1, ...`` into an uncompressed .npz at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **{f"W{l}": W for l, W in enumerate(weights)})
+    arrays: dict[str, Any] = {f"W{l}": W for l, W in enumerate(weights)}
+    np.savez(path, **arrays)
     return path
 
 
@@ -34,12 +37,14 @@ def load_weights(path: str | Path) -> list[Array]:
     except DataError:
         raise
     except (OSError, ValueError) as exc:
-        raise DataError(f"model.init_file={str(path)!r}: not a readable .npz file ({exc})") from None
+        raise DataError(
+            f"model.init_file={str(path)!r}: not a readable .npz file ({exc})"
+        ) from None
 
 
 def check_shapes(weights: Sequence[Array], sizes: Sequence[int], source: str) -> None:
     """Raise :class:`DataError` unless ``weights`` fit the layer ``sizes``."""
-    expected = [(a + 1, b) for a, b in zip(sizes[:-1], sizes[1:], strict=False)]
+    expected = [(a + 1, b) for a, b in pairwise(sizes)]
     got = [tuple(np.shape(W)) for W in weights]
     if got != expected:
         raise DataError(

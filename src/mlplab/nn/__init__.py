@@ -4,4 +4,12 @@ from mlplab.nn.network import MLP, add_bias, init_weights
 from mlplab.nn.optimizers import make_optimizer
 from mlplab.nn.trainer import TrainResult, TrainSettings, fit
 
-__all__ = ["MLP", "TrainResult", "TrainSettings", "add_bias", "fit", "init_weights", "make_optimizer"]
+__all__ = [
+    "MLP",
+    "TrainResult",
+    "TrainSettings",
+    "add_bias",
+    "fit",
+    "init_weights",
+    "make_optimizer",
+]

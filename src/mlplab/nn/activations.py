@@ -163,7 +163,7 @@ def forward_ops(act: Activation, z: Array, out: Array, scratch: Array) -> list[O
         def softmax() -> None:
             np.subtract(z, z.max(axis=0), out=out)
             np.exp(out, out=out)
-            out /= out.sum(axis=0)
+            np.divide(out, out.sum(axis=0), out=out)
 
         return [softmax]
     raise ValueError(f"no kernel for activation {name!r}")
@@ -181,16 +181,26 @@ def backprop_ops(act: Activation, a: Array, delta: Array, tmp: Array) -> list[Op
         return []
     one = const(1.0, a.dtype)
     if name == "sigmoid":  # (1 - a)·a
-        return [partial(np.subtract, one, a, tmp), partial(mul, tmp, a, tmp),
-                partial(mul, delta, tmp, delta)]
+        return [
+            partial(np.subtract, one, a, tmp),
+            partial(mul, tmp, a, tmp),
+            partial(mul, delta, tmp, delta),
+        ]
     if name == "tanh":  # 1 - a²
-        return [partial(np.square, a, tmp), partial(np.subtract, one, tmp, tmp),
-                partial(mul, delta, tmp, delta)]
+        return [
+            partial(np.square, a, tmp),
+            partial(np.subtract, one, tmp, tmp),
+            partial(mul, delta, tmp, delta),
+        ]
     zero = const(0.0, a.dtype)
     if name == "relu":  # 1 where a > 0
         return [partial(np.greater, a, zero, tmp), partial(mul, delta, tmp, delta)]
     if name == "leaky_relu":
         slope = act.negative_slope
-        return [partial(np.greater, a, zero, tmp), partial(mul, tmp, const(1.0 - slope, a.dtype), tmp),
-                partial(np.add, tmp, const(slope, a.dtype), tmp), partial(mul, delta, tmp, delta)]
+        return [
+            partial(np.greater, a, zero, tmp),
+            partial(mul, tmp, const(1.0 - slope, a.dtype), tmp),
+            partial(np.add, tmp, const(slope, a.dtype), tmp),
+            partial(mul, delta, tmp, delta),
+        ]
     raise ValueError(f"activation {name!r} has no derivative kernel (softmax needs cross_entropy)")

@@ -32,10 +32,12 @@ def output_delta(
 ) -> float:
     """Write δ_out = dE/dZ_out into ``out``; return Σ (y − t)² of the batch (for the RMSE).
 
-    mse: δ = (y − t)·f'(y_in); cross_entropy with softmax: δ = y − t.
+    mse: δ = (y − t)·f'(y_in); cross_entropy with softmax: δ = y − t. The arrays may be of
+    either memory order (the workspace's (batch, n) views are column-major). The training loop
+    does the same arithmetic through :meth:`mlplab.nn.network.MLP.make_step`.
     """
     np.subtract(y, t, out=out)
-    flat = out.reshape(-1)
+    flat = out.ravel(order="K")  # a view in memory order, whatever the layout
     sse = float(np.dot(flat, flat))
     if loss == "mse" and output_act.name != "identity":
         output_act.grad_from_output(y, tmp)

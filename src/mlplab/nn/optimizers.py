@@ -1,8 +1,11 @@
 """Optimisers with PyTorch's update rules (``torch.optim.SGD`` and ``torch.optim.Adam``).
 
-All updates are in place on the weight arrays. Weight decay is added to the gradient of
-the whole matrix, bias row included. The gradient arrays passed to :meth:`step` are used
-as scratch space (they are recomputed every batch).
+All updates are in place on the weight arrays and allocate nothing after the first step
+(intermediate products go to one scratch buffer per parameter). Weight decay is added to the
+gradient of the whole matrix, bias row included. The gradient arrays passed to :meth:`step`
+are used as scratch space (they are recomputed every batch). Scalars stay Python floats, so
+float32 weights stay float32 (NEP 50). Plain SGD inside :func:`mlplab.nn.fit` does not come
+here: the training step folds the learning rate into the output error and updates in place.
 """
 
 from __future__ import annotations
@@ -22,14 +25,22 @@ class Optimizer:
         self.params = list(params)
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
+        self._scratch: list[Array] | None = None
 
     def step(self, grads: Sequence[Array], lr: float) -> None:
         """Apply one update with learning rate ``lr``."""
         raise NotImplementedError
 
-    def _decay(self, W: Array, g: Array) -> None:
+    def scratch(self) -> list[Array]:
+        """One buffer per parameter for intermediate products (allocated on first use)."""
+        if self._scratch is None:
+            self._scratch = [np.empty_like(W) for W in self.params]
+        return self._scratch
+
+    def _decay(self, W: Array, g: Array, tmp: Array) -> None:
         if self.weight_decay:
-            g += self.weight_decay * W
+            np.multiply(W, self.weight_decay, out=tmp)
+            g += tmp
 
 
 class SGD(Optimizer):
@@ -49,7 +60,7 @@ class SGD(Optimizer):
         self.bufs: list[Array] | None = None
 
     def step(self, grads: Sequence[Array], lr: float) -> None:
-        lr = float(lr)
+        lr = float(lr)  # a Python float keeps float32 weights float32 (NEP 50)
         mu = self.momentum
         if mu == 0.0 and not self.weight_decay:
             for W, g in zip(self.params, grads, strict=True):
@@ -60,8 +71,8 @@ class SGD(Optimizer):
         if first:
             self.bufs = [np.empty_like(W) for W in self.params]
         assert self.bufs is not None
-        for W, g, buf in zip(self.params, grads, self.bufs, strict=True):
-            self._decay(W, g)
+        for W, g, buf, tmp in zip(self.params, grads, self.bufs, self.scratch(), strict=True):
+            self._decay(W, g, tmp)
             if mu != 0.0:
                 if first:
                     np.copyto(buf, g)
@@ -69,11 +80,12 @@ class SGD(Optimizer):
                     buf *= mu
                     buf += g
                 if self.nesterov:
-                    g += mu * buf
+                    np.multiply(buf, mu, out=tmp)
+                    g += tmp
                 else:
-                    np.copyto(g, buf)
-            g *= lr
-            W -= g
+                    g = buf  # the step is lr·buf: read it without copying
+            np.multiply(g, lr, out=tmp)
+            W -= tmp
 
 
 class Adam(Optimizer):
@@ -100,10 +112,11 @@ class Adam(Optimizer):
         bc1 = 1.0 - b1**self.t
         bc2_sqrt = math.sqrt(1.0 - b2**self.t)
         step_size = float(lr) / bc1
-        for W, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
-            self._decay(W, g)
+        for W, g, m, v, tmp in zip(self.params, grads, self.m, self.v, self.scratch(), strict=True):
+            self._decay(W, g, tmp)
             m *= b1
-            m += (1.0 - b1) * g
+            np.multiply(g, 1.0 - b1, out=tmp)
+            m += tmp
             v *= b2
             np.multiply(g, g, out=g)
             g *= 1.0 - b2

@@ -1,0 +1,463 @@
+"""Issue 7 items 2-4: divergence, interrupts and a tracking server that dies mid-run.
+
+Every test drives ``pipelines/run.py`` as a real subprocess against temporary stores: a
+diverging run ends FAILED with its history; SIGTERM and SIGINT end a run KILLED with its
+history and weights; a server killed mid-run loses nothing (the fallback folder and its
+one-command import).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, run_cli
+from mlplab.weights import load_weights, weights_sha256
+
+pytestmark = pytest.mark.slow
+
+#: One BLAS thread per process: these tests share two cores with the rest of the suite.
+ENV = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_TRACKING_URI": "sqlite:////nonexistent-dir/do-not-use.db",
+}
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, **ENV}
+
+
+def _only_run(uri: str) -> tuple[MlflowClient, object]:
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs = client.search_runs(ids, run_view_type=ViewType.ALL)
+    assert len(runs) == 1, [(r.info.run_id, r.info.status) for r in runs]
+    return client, runs[0]
+
+
+def _history(client: MlflowClient, run_id: str, key: str = "train_rmse") -> list:
+    return sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    out: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    t0 = time.monotonic()
+    while not path.exists():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"the process ended ({proc.returncode}) before {path}:\n{err[-3000:]}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            pytest.fail(f"{path} did not appear in {timeout} s")
+        time.sleep(0.05)
+
+
+def _default_sigint() -> None:
+    """In the child: SIGINT as in a terminal (a background job may inherit it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# -- divergence --------------------------------------------------------------------------
+def test_divergence_fails_the_run_and_keeps_the_history(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli(
+        "data=regression",
+        "model=mlp",
+        "model.hidden=[8]",
+        "optimizer=sgd",
+        "optimizer.lr=1e6",
+        "train.epochs=500",
+        "train.tol=0",
+        "plot.enabled=false",
+        "trace.enabled=false",
+        f"tracking.uri={uri}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        env=ENV,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output[-3000:]
+    assert "Traceback" not in output
+    assert "RuntimeWarning" not in output, "numpy's overflow warnings reach the user"
+    assert "diverged at epoch" in proc.stderr
+    client, run = _only_run(uri)
+    assert run.info.status == "FAILED"
+    reason = run.data.tags["failure_reason"]
+    m = re.match(r"diverged at epoch (\d+): loss=(\S+)", reason)
+    assert m, reason
+    epoch = int(m.group(1))
+    assert epoch >= 2 and not np.isfinite(float(m.group(2)))
+    history = _history(client, run.info.run_id)
+    assert len(history) == epoch - 1
+    assert [p.step for p in history] == list(range(1, epoch))
+    assert all(np.isfinite(p.value) for p in history)
+    assert run.data.metrics["epochs_run"] == epoch - 1
+    assert run.data.tags["stop_reason"] == "diverged"
+    assert {"weights/initial.npz", "weights/final.npz", "config.yaml"} <= _artifacts(
+        client, run.info.run_id
+    )
+
+
+# -- interrupts --------------------------------------------------------------------------
+LONG_RUN = [
+    "data=regression",
+    "model=mlp",
+    "model.hidden=[16]",
+    "optimizer=adam",
+    "train.reduction=mean",
+    "train.epochs=10000000",
+    "train.tol=0",
+    "plot.enabled=false",
+    "trace.enabled=false",
+]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_interrupt_ends_the_run_killed_with_history_and_weights(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "pipelines/run.py",
+            *LONG_RUN,
+            f"tracking.uri={uri}",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
+    )
+    _wait_for(out / "config.yaml", proc)  # written right after the run was created
+    time.sleep(4)  # some epochs of training
+    assert proc.poll() is None
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    seconds = time.monotonic() - t0
+    output = stdout + stderr
+    assert proc.returncode == 130, output[-3000:]
+    assert seconds < 30, f"took {seconds:.1f} s to stop"
+    assert "Traceback" not in output, output[-3000:]
+    assert "interrupted" in stderr
+    client, run = _only_run(uri)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["stop_reason"] == "interrupted"
+    history = _history(client, run.info.run_id)
+    n = int(run.data.metrics["epochs_run"])
+    assert 0 < n < 10_000_000
+    assert [p.step for p in history] == list(range(1, n + 1))
+    assert all(np.isfinite(p.value) for p in history)
+    # the weights at that moment, logged and matching the recorded hash
+    assert {"weights/initial.npz", "weights/final.npz"} <= _artifacts(client, run.info.run_id)
+    local = client.download_artifacts(run.info.run_id, "weights/final.npz", str(tmp_path))
+    weights = load_weights(local)
+    assert weights_sha256(weights) == run.data.tags["weights_sha256"]
+    initial = load_weights(out / "weights" / "initial.npz")
+    assert any(not np.array_equal(a, b) for a, b in zip(weights, initial, strict=True))
+    print(f"\n{sig.name}: stopped {seconds:.2f} s after the signal, {n} epochs kept")
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupted_sweep_closes_its_parent_and_children(tmp_path: Path, how: str) -> None:
+    """Ctrl-C on a parallel sweep (SIGINT to the whole process group, as a terminal sends
+    it), or SIGTERM to the launching process alone (as a batch scheduler sends it)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "pipelines/run.py",
+            "-m",
+            "+sweep=base",
+            "hydra.launcher.n_jobs=2",
+            *LONG_RUN,
+            "seed=0,1",
+            f"tracking.uri={uri}",
+            "tracking.experiment=interrupted",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_default_sigint,
+    )
+    try:
+        t0 = time.monotonic()
+        while len(list(sweep_dir.glob("*/config.yaml"))) < 2:
+            if proc.poll() is not None or time.monotonic() - t0 > 240:
+                pytest.fail(f"the jobs did not start: {proc.communicate()[1][-3000:]}")
+            time.sleep(0.1)
+        time.sleep(3)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0, stdout[-2000:] + stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("interrupted")
+    runs = client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
+    parents = [r for r in runs if r.data.tags.get("mlplab_role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2, [r.data.tags for r in runs]
+    assert parents[0].info.status == "KILLED"
+    assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+    assert all(c.data.tags.get("failure_reason", "").startswith("interrupted") for c in children)
+
+
+# -- a tracking server that dies mid-run -------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """``mlflow server`` on a SQLite backend and a free port; killed (group) at the end."""
+    port = _free_port()
+    db = folder / "server.db"
+    log = open(folder / "server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--artifacts-destination",
+            str(folder / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=folder,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.monotonic()
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{url}/health", timeout=2) as r,
+            ):
+                if r.status == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() - t0 > 240:
+                pytest.fail(f"mlflow server did not start:\n{(folder / 'server.log').read_text()}")
+            time.sleep(0.3)
+        yield url, proc, db
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+
+
+def test_server_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    epochs = 1500
+    with mlflow_server(tmp_path) as (url, server, server_db):
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "pipelines/run.py",
+                "data=regression",
+                "model=mlp",
+                "model.hidden=[16]",
+                "optimizer=adam",
+                "train.reduction=mean",
+                f"train.epochs={epochs}",
+                "train.tol=0",
+                "plot.animate=false",
+                "trace.enabled=false",
+                f"tracking.uri={url}",
+                "tracking.experiment=fragile",
+                f"hydra.run.dir={out}",
+            ],
+            cwd=ROOT,
+            env=_env(),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        _wait_for(out / "config.yaml", proc)  # the run exists on the server: kill it now
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        killed = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=600)
+        after_kill = time.monotonic() - killed
+    output = stdout + stderr
+    assert proc.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    folder = out / "mlflow-fallback"
+    assert str(folder) in stderr
+    # the server's store holds the half-written run: params, no history
+    half = MlflowClient(f"sqlite:///{server_db}")
+    exp = half.get_experiment_by_name("fragile")
+    (original,) = half.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
+    assert original.info.status == "RUNNING"
+    assert original.data.params["train.epochs"] == str(epochs)
+    assert half.get_metric_history(original.info.run_id, "train_rmse") == []
+    # the one command the message gives, pointed at a fresh store
+    line = next(x for x in stderr.splitlines() if "import them with:" in x)
+    command = shlex.split(line.split("import them with:", 1)[1])
+    assert command[:4] == ["python", "-m", "mlplab.fallback", "import"], command
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    t0 = time.monotonic()
+    imp = subprocess.run(
+        [sys.executable, *command[1:], "--tracking-uri", fresh],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    import_seconds = time.monotonic() - t0
+    assert imp.returncode == 0, imp.stdout + imp.stderr
+    client = MlflowClient(fresh)
+    exp = client.get_experiment_by_name("fragile")
+    assert exp is not None
+    (run,) = client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlplab_fallback_of"] == original.info.run_id
+    assert run.data.params == original.data.params  # every param, as first logged
+    history = _history(client, run.info.run_id)
+    assert [p.step for p in history] == list(range(1, epochs + 1))
+    assert all(np.isfinite(p.value) for p in history)
+    for key in ("test_rmse", "test_mae", "test_r2", "epochs_run", "train_seconds"):
+        assert key in run.data.metrics, key
+    assert run.data.metrics["epochs_run"] == epochs
+    artifacts = _artifacts(client, run.info.run_id)
+    expected = {
+        "config.yaml",
+        "overrides.yaml",
+        "weights/initial.npz",
+        "weights/final.npz",
+        "plots/rmse.png",
+        "plots/predictions.png",
+        "plots/network.png",
+        "data/train.csv",
+        "data/test.csv",
+        "model/MLmodel",
+    }
+    assert expected <= artifacts, expected - artifacts
+    assert not any(a.startswith("mlflow-fallback") for a in artifacts)
+    final = client.download_artifacts(run.info.run_id, "weights/final.npz", str(tmp_path))
+    assert weights_sha256(load_weights(final)) == run.data.tags["weights_sha256"]
+    # the import is recorded: a second one into the same store is refused
+    again = subprocess.run(
+        [sys.executable, *command[1:], "--tracking-uri", fresh],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 2 and "already imported" in again.stderr
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [i["run_id"] for i in manifest["imports"]] == [run.info.run_id]
+    print(
+        f"\nserver killed: the run exited {after_kill:.1f} s later (training included), "
+        f"{manifest['seconds_lost_to_store']:.1f} s of it waiting for the dead server; "
+        f"import took {import_seconds:.1f} s"
+    )
+
+
+def test_fallback_import_into_the_same_store_closes_the_half_written_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_cfg
+) -> None:
+    """In process: the store starts failing after the run was created; the import (into
+    the store the run was meant for, the default) completes it and closes the original."""
+    from mlplab import fallback
+    from mlplab.cli import make_sink
+    from mlplab.errors import StoreFailed
+    from mlplab.pipeline import run
+    from mlplab.tracking import MlflowSink
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = make_cfg("train.epochs=30", "plot.enabled=false", "trace.enabled=false",
+                   "tracking.log_model=false", f"tracking.uri={uri}")  # fmt: skip
+    calls = []
+
+    def broken(self, *args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("the store went away")
+
+    real_start = MlflowSink.start
+
+    def start_then_break(self, *args, **kwargs):
+        real_start(self, *args, **kwargs)
+        monkeypatch.setattr(self.client, "log_batch", broken.__get__(self))
+        monkeypatch.setattr(self.client, "log_artifacts", broken.__get__(self))
+        monkeypatch.setattr(self.client, "set_terminated", broken.__get__(self))
+
+    monkeypatch.setattr(MlflowSink, "start", start_then_break)
+    out = tmp_path / "out"
+    with pytest.raises(StoreFailed) as info:
+        run(cfg, make_sink, out, ["train.epochs=30"])
+    assert info.value.outcome is not None and info.value.outcome.epochs_run == 30
+    message = str(info.value)
+    folder = out / fallback.FOLDER_NAME
+    assert str(folder) in message and fallback.import_command(folder) in message
+    assert calls, "the store was never called after it broke"
+    client = MlflowClient(uri)
+    (original,) = client.search_runs(["1"], run_view_type=ViewType.ALL)
+    assert original.info.status == "RUNNING"  # the store could not be told otherwise
+    monkeypatch.undo()
+    assert fallback.main(["import", str(folder)]) == 0  # into the manifest's store
+    runs = {r.info.run_id: r for r in client.search_runs(["1"], run_view_type=ViewType.ALL)}
+    assert len(runs) == 2
+    original = runs.pop(original.info.run_id)
+    (imported,) = runs.values()
+    assert original.info.status == "FAILED"
+    assert imported.info.run_id in original.data.tags["failure_reason"]
+    assert imported.info.status == "FINISHED"
+    assert imported.data.tags["mlplab_fallback_of"] == original.info.run_id
+    steps = [m.step for m in client.get_metric_history(imported.info.run_id, "train_rmse")]
+    assert sorted(steps) == list(range(1, 31))
+    assert fallback.main(["import", str(folder)]) == 2  # once per store
+    assert fallback.main(["import", str(tmp_path)]) == 2  # not a fallback folder

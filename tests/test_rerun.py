@@ -1,0 +1,163 @@
+"""`make rerun`: a sweep child replayed from its logged config.yaml gives the same weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, run_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def rerun_module() -> Iterator[ModuleType]:
+    """pipelines/rerun.py imported, to call ``main`` in this process (SIGTERM restored)."""
+    spec = importlib.util.spec_from_file_location("mlplab_rerun", ROOT / "pipelines/rerun.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    old = signal.getsignal(signal.SIGTERM)
+    yield module
+    signal.signal(signal.SIGTERM, old)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A small sequential sweep (2 jobs) in a fresh store: its store and its children."""
+    tmp = tmp_path_factory.mktemp("rerun-source")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    proc = run_cli(
+        "--multirun",
+        "+sweep=smoke",
+        "hydra/launcher=basic",
+        "model.hidden=[2]",
+        f"tracking.uri={uri}",
+        "tracking.experiment=rerun-test",
+        f"hydra.sweep.dir={tmp / 'multirun'}",
+        "train.epochs=60",
+        "tracking.log_model=false",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("rerun-test")
+    assert exp is not None
+    children = [
+        r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags
+    ]
+    assert len(children) == 2
+    return {"uri": uri, "tmp": tmp, "client": client, "children": children}
+
+
+def new_runs(client: MlflowClient, original: str) -> list[Any]:
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps, filter_string=f"tags.rerun_of = '{original}'")
+
+
+def test_rerun_of_a_sweep_child_matches(source: dict[str, Any], tmp_path: Path) -> None:
+    child = source["children"][0]
+    proc = run_cli(
+        child.info.run_id,
+        "--source-uri",
+        source["uri"],
+        "--out",
+        str(tmp_path / "out"),
+        script="pipelines/rerun.py",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sha = child.data.tags["weights_sha256"]
+    assert f"MATCH: weights sha256 {sha}" in proc.stdout
+    (rerun,) = new_runs(source["client"], child.info.run_id)
+    assert rerun.info.status == "FINISHED"
+    assert rerun.data.tags["weights_sha256"] == sha
+    assert "mlflow.parentRunId" not in rerun.data.tags  # a rerun is a top-level run
+    assert rerun.info.experiment_id == child.info.experiment_id
+    assert rerun.info.run_name == f"rerun of {child.info.run_name}"
+    assert rerun.data.params == {
+        **child.data.params,
+        "tracking.parent_run_id": "null",
+        "tracking.run_name": rerun.info.run_name,
+    }
+
+
+def test_rerun_into_another_store_matches(
+    source: dict[str, Any],
+    rerun_module: ModuleType,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    child = source["children"][1]
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    code = rerun_module.main(
+        [
+            child.info.run_id,
+            f"tracking.uri={other}",
+            "--source-uri",
+            source["uri"],
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "MATCH" in out
+    (rerun,) = new_runs(MlflowClient(tracking_uri=other), child.info.run_id)
+    assert rerun.data.tags["weights_sha256"] == child.data.tags["weights_sha256"]
+
+
+def test_a_changed_config_differs(
+    source: dict[str, Any],
+    rerun_module: ModuleType,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    child = source["children"][0]
+    code = rerun_module.main(
+        [
+            child.info.run_id,
+            "optimizer.lr=0.123",
+            "--source-uri",
+            source["uri"],
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "DIFFER" in out and "MATCH" not in out
+    runs = new_runs(source["client"], child.info.run_id)
+    changed = [r for r in runs if r.data.params["optimizer.lr"] == "0.123"]
+    assert len(changed) == 1 and changed[0].info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["0123456789abcdef0123456789abcdef"], "not found"),
+        (["{child}", "optimizer=adam"], "optimizer=adam"),
+        (["{child}", "optimizer.nope=1"], "nope"),
+        (["{child}", "optimizer.lr=-1"], "optimizer.lr"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(
+    source: dict[str, Any],
+    rerun_module: ModuleType,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    child = source["children"][0].info.run_id
+    argv = [a.format(child=child) for a in args]
+    code = rerun_module.main([*argv, "--source-uri", source["uri"], "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err

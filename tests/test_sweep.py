@@ -1,0 +1,246 @@
+"""Real Hydra multiruns (joblib and basic launchers) into fresh temporary SQLite stores.
+
+What `make sweep` promises: one parent run created before the jobs, a FINISHED child per
+job with its whole RMSE history, nothing in "Default", a report on the parent, failure
+isolation, and the same weights whether a config runs alone, sequentially or in parallel.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from conftest import run_cli
+from mlplab.pipeline import run
+from mlplab.report import ChildRecord, best_row, format_table, summary_frame
+from mlplab.sweep import child_name_template, hydra_override
+from mlplab.tracking import NullSink
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+EXPERIMENT = "sweep-test"
+SMOKE_JOBS = 6  # conf/sweep/smoke.yaml: model.hidden [2],[4],[8] × optimizer sgd,adam
+
+
+def sweep(tmp: Path, *args: str, launcher_jobs: int | None = 2) -> tuple[Any, str]:
+    """Run ``pipelines/run.py --multirun`` into a fresh store under ``tmp``."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    extra = [f"hydra.launcher.n_jobs={launcher_jobs}"] if launcher_jobs else []
+    proc = run_cli(
+        "--multirun",
+        *args,
+        *extra,
+        f"tracking.uri={uri}",
+        f"tracking.experiment={EXPERIMENT}",
+        f"hydra.sweep.dir={tmp / 'multirun'}",
+        "plot.enabled=false",
+        "trace.enabled=false",
+        "train.epochs=50",
+        timeout=600,
+    )
+    return proc, uri
+
+
+def runs_of(uri: str) -> tuple[MlflowClient, Any, list[Any], list[Any]]:
+    """(client, parent, children, every run of every experiment) of a sweep's store."""
+    client = MlflowClient(tracking_uri=uri)
+    every = client.search_runs(
+        [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)],
+        run_view_type=ViewType.ALL,
+        max_results=1000,
+    )
+    parents = [r for r in every if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    parent = parents[0]
+    children = [r for r in every if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return client, parent, children, every
+
+
+def summary_rows(client: MlflowClient, run_id: str, tmp: Path) -> list[dict[str, str]]:
+    path = client.download_artifacts(run_id, "summary.csv", str(tmp))
+    return list(csv.DictReader(io.StringIO(Path(path).read_text())))
+
+
+def check_finished_sweep(proc: Any, uri: str, jobs: int, tmp: Path) -> dict[str, str]:
+    """Every promise of a successful sweep; returns ``{run name: weights_sha256}``."""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client, parent, children, every = runs_of(uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    assert exp is not None
+    assert {r.info.experiment_id for r in every} == {exp.experiment_id}  # none in "Default"
+    default = client.get_experiment_by_name("Default")
+    if default is not None:
+        assert client.search_runs([default.experiment_id], run_view_type=ViewType.ALL) == []
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sweep"] == "smoke"
+    assert parent.data.tags["sweep_jobs"] == str(jobs)
+    assert len(children) == jobs
+    assert len(every) == jobs + 1
+    shas = {}
+    for child in children:
+        assert child.info.status == "FINISHED", child.data.tags.get("failure_reason")
+        epochs = int(child.data.metrics["epochs_run"])
+        assert epochs == 50
+        history = client.get_metric_history(child.info.run_id, "train_rmse")
+        assert len(history) == epochs
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+        assert "weights_sha256" in child.data.tags
+        # the run name is made of the swept values only
+        assert child.info.run_name.startswith("hidden=[")
+        assert "optimizer=" in child.info.run_name and "epochs" not in child.info.run_name
+        shas[child.info.run_name] = child.data.tags["weights_sha256"]
+    assert len(shas) == jobs  # distinct, readable names
+    # the report on the parent
+    rows = summary_rows(client, parent.info.run_id, tmp)
+    assert {r["run_id"] for r in rows} == {c.info.run_id for c in children}
+    assert all(r["status"] == "FINISHED" and r["test_rmse"] for r in rows)
+    rmse = [float(r["test_rmse"]) for r in rows]
+    assert rmse == sorted(rmse)
+    best = parent.data.tags["best_run_id"]
+    assert best == rows[0]["run_id"]
+    assert parent.data.metrics["best_test_rmse"] == pytest.approx(rmse[0], rel=1e-12)
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"plots/sweep_rmse.png", "plots/sweep_params.png"}
+    assert "sweep smoke" in proc.stdout and "FINISHED" in proc.stdout
+    return shas
+
+
+@pytest.fixture(scope="module")
+def three_sweeps(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Any, str, Path]]:
+    """The same parallel sweep three times, each into a fresh store."""
+    out = []
+    for attempt in range(3):
+        tmp = tmp_path_factory.mktemp(f"fresh{attempt}")
+        # the pyfunc model is logged in the first attempt only (tests/test_model.py checks
+        # it): it costs each worker process seconds of package scanning
+        proc, uri = sweep(tmp, "+sweep=smoke", f"tracking.log_model={attempt == 0}")
+        out.append((proc, uri, tmp))
+    return out
+
+
+def test_parallel_sweep_into_fresh_store_three_times(
+    three_sweeps: list[tuple[Any, str, Path]],
+) -> None:
+    shas = [check_finished_sweep(proc, uri, SMOKE_JOBS, tmp) for proc, uri, tmp in three_sweeps]
+    assert shas[0] == shas[1] == shas[2]
+
+
+def test_same_weights_alone_sequential_and_parallel(
+    three_sweeps: list[tuple[Any, str, Path]], tmp_path: Path, make_cfg: Any
+) -> None:
+    proc, uri, _ = three_sweeps[0]
+    assert proc.returncode == 0
+    _, _, parallel, _ = runs_of(uri)
+    by_config = {
+        (c.data.params["model.hidden"], c.data.params["optimizer.name"]): c.data.tags[
+            "weights_sha256"
+        ]
+        for c in parallel
+    }
+    # sequential: the basic launcher, all jobs in one process, one after the other
+    seq_proc, seq_uri = sweep(
+        tmp_path / "seq",
+        "+sweep=smoke",
+        "hydra/launcher=basic",
+        "model.hidden=[4]",
+        launcher_jobs=None,
+    )
+    assert seq_proc.returncode == 0, seq_proc.stderr[-3000:]
+    _, seq_parent, sequential, _ = runs_of(seq_uri)
+    assert seq_parent.info.status == "FINISHED" and len(sequential) == 2
+    for child in sequential:
+        key = (child.data.params["model.hidden"], child.data.params["optimizer.name"])
+        assert child.data.tags["weights_sha256"] == by_config[key], key
+    # alone: the same configs run in this process, without tracking
+    for optimizer in ("sgd", "adam"):
+        cfg = make_cfg(
+            "model.hidden=[4]",
+            f"optimizer={optimizer}",
+            "train.epochs=50",
+            "tracking.enabled=false",
+            "plot.enabled=false",
+            "trace.enabled=false",
+        )
+        outcome = run(cfg, lambda c: NullSink(), tmp_path / optimizer, progress=False)
+        assert outcome.weights_sha256 == by_config[("[4]", optimizer)]
+
+
+def test_diverging_child_fails_alone_and_the_parent_reports_it(tmp_path: Path) -> None:
+    proc, uri = sweep(
+        tmp_path, "+sweep=base", "optimizer.lr=0.01,0.02,1e6", "model.output_activation=identity"
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client, parent, children, every = runs_of(uri)
+    assert all(r.info.status != "RUNNING" for r in every)
+    assert parent.info.status == "FAILED"
+    assert len(children) == 3
+    by_name = {c.info.run_name: c for c in children}
+    assert set(by_name) == {"lr=0.01", "lr=0.02", "lr=1000000.0"}
+    failed = by_name["lr=1000000.0"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["failure_reason"].startswith("diverged at epoch ")
+    # the finite part of its history is kept
+    kept = int(failed.data.metrics["epochs_run"])
+    assert 0 < kept < 50
+    assert len(client.get_metric_history(failed.info.run_id, "train_rmse")) == kept
+    for name in ("lr=0.01", "lr=0.02"):
+        assert by_name[name].info.status == "FINISHED"
+    rows = {r["run_name"]: r for r in summary_rows(client, parent.info.run_id, tmp_path)}
+    assert rows["lr=1000000.0"]["status"] == "FAILED"
+    assert rows["lr=1000000.0"]["failure_reason"].startswith("diverged at epoch ")
+    assert rows["lr=1000000.0"]["test_rmse"] == ""
+    assert parent.data.metrics["n_failed"] == 1
+    assert parent.data.tags["best_run_id"] in {
+        by_name["lr=0.01"].info.run_id,
+        by_name["lr=0.02"].info.run_id,
+    }
+    assert "1 failed" in proc.stdout
+
+
+# -- the pure parts -----------------------------------------------------------------------
+def test_summary_sorts_by_test_rmse_and_keeps_failures_last() -> None:
+    children = [
+        ChildRecord(
+            "a",
+            "lr=1",
+            "FAILED",
+            ["optimizer.lr=1"],
+            {"epochs_run": 3.0},
+            failure_reason="diverged at epoch 4: loss=inf",
+        ),
+        ChildRecord(
+            "b", "lr=0.1", "FINISHED", ["optimizer.lr=0.1"], {"test_rmse": 0.2, "epochs_run": 50.0}
+        ),
+        ChildRecord(
+            "c", "lr=0.2", "FINISHED", ["optimizer.lr=0.2"], {"test_rmse": 0.1, "epochs_run": 50.0}
+        ),
+    ]
+    frame = summary_frame(children, ["optimizer.lr"])
+    assert list(frame["run_id"]) == ["c", "b", "a"]
+    assert list(frame["optimizer.lr"]) == ["0.2", "0.1", "1"]
+    best = best_row(frame)
+    assert best is not None and best["run_id"] == "c"
+    assert "diverged" in format_table(frame)
+
+
+def test_overrides_handed_to_jobs_survive_hydra_parsing() -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for value in ("sqlite:////tmp/a b/mlflow.db", "1234e5678", "x,y", "it's", "plain"):
+        parsed = parser.parse_override(hydra_override("tracking.experiment", value))
+        assert parsed.value() == value and not parsed.is_sweep_override()
+    template = child_name_template(
+        ["model.hidden", "optimizer", "plot.enabled", "trace.enabled"], ["optimizer", "model"]
+    )
+    assert template == (
+        "hidden=${oc.select:model.hidden,?} optimizer=${hydra:runtime.choices.optimizer} "
+        "plot.enabled=${oc.select:plot.enabled,?} trace.enabled=${oc.select:trace.enabled,?}"
+    )
