@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlplab.nn.losses import loss_value, output_delta
+from mlplab.nn.losses import loss_value
 from mlplab.nn.network import MLP, add_bias
 
 Array = np.ndarray
 
 
 def backprop_gradients(net: MLP, X: Array, T: Array, loss: str, reduction: str) -> list[Array]:
-    """dE/dW for every weight matrix, by the engine's backward pass (copies)."""
+    """dE/dW for every weight matrix, by the step training uses (:meth:`MLP.make_step`)."""
     Xb = add_bias(np.asarray(X, dtype=net.dtype))
-    T = np.ascontiguousarray(T, dtype=net.dtype)
-    ws = net.workspace(Xb.shape[0])
-    y = net.forward_buffers(Xb, ws)
-    output_delta(y, T, ws.deltas[-1], ws.tmp[-1], net.output_act, loss, reduction)
-    return [g.copy() for g in net.backward_buffers(ws)]
+    TT = np.ascontiguousarray(np.asarray(T, dtype=net.dtype).T)
+    n = Xb.shape[0]
+    scale = np.array(1.0 / n, dtype=net.dtype) if reduction == "mean" else None
+    net.make_step(net.workspace(n), loss, scale, update=False)(Xb.T, TT)
+    return [g.copy() for g in net.grads]
 
 
 def numeric_gradients(
