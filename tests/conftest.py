@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -12,11 +13,31 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from mlplab.cli import prepare
-from mlplab.config import Config, register_configs
+from mlplab.config import Config, register_configs, to_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 register_configs()
+
+
+def compose_config(*overrides: str) -> Config:
+    """The real configs composed with ``overrides`` into a typed Config (paths as written)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=list(overrides)))
+
+
+def fresh_store(factory: pytest.TempPathFactory) -> str:
+    """A new, empty SQLite store; MLflow's tables are created once per session and copied."""
+    from mlflow.tracking import MlflowClient
+
+    template = factory.getbasetemp() / "mlflow-empty-template.db"
+    if not template.exists():
+        fresh = factory.mktemp("template") / "mlflow.db"
+        MlflowClient(f"sqlite:///{fresh}").search_experiments()
+        shutil.copyfile(fresh, template)
+    db = factory.mktemp("store") / "mlflow.db"
+    shutil.copyfile(template, db)
+    return f"sqlite:///{db}"
 
 
 @pytest.fixture(autouse=True)

@@ -7,17 +7,16 @@ the run that used it ends FAILED in MLflow with the reason and the measured erro
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from conftest import compose_config, fresh_store
 from mlplab.cli import make_sink
-from mlplab.config import Config, register_configs, to_config, validate
+from mlplab.config import Config, validate
 from mlplab.errors import RunFailed
 from mlplab.nn import MLP
 from mlplab.nn import activations as acts
@@ -27,25 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 QUICK = ["plot.enabled=false", "tracking.log_model=false", "train.progress=false"]
-
-
-def compose_config(*overrides: str) -> Config:
-    """The real configs composed with ``overrides`` into a typed Config."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_config(compose(config_name="config", overrides=list(overrides)))
-
-
-def fresh_store(factory: pytest.TempPathFactory) -> str:
-    """A new, empty SQLite store; MLflow's tables are created once per session and copied."""
-    template = factory.getbasetemp() / "mlflow-empty-template.db"
-    if not template.exists():
-        fresh = factory.mktemp("template") / "mlflow.db"
-        MlflowClient(f"sqlite:///{fresh}").search_experiments()
-        shutil.copyfile(fresh, template)
-    db = factory.mktemp("store") / "mlflow.db"
-    shutil.copyfile(template, db)
-    return f"sqlite:///{db}"
 
 
 @pytest.fixture(scope="module")
@@ -164,18 +144,6 @@ def test_a_broken_backward_pass_fails_the_run(
 
 
 def test_the_check_covers_the_gradients_training_uses(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = MLP.make_step
-
-    def broken(self: MLP, ws, loss="mse", scale=None, update=False):  # type: ignore[no-untyped-def]
-        step = original(self, ws, loss, scale, update)
-
-        def wrong(xT, tT):  # type: ignore[no-untyped-def]
-            sse = step(xT, tT)
-            self.grads[0] *= 1.1
-            return sse
-
-        return wrong
-
-    monkeypatch.setattr(MLP, "make_step", broken)
+    scale_first_gradient(monkeypatch)
     cfg = compose_config("train.gradcheck=true", "optimizer=adam")  # adam: gradients, no fold
     assert stage_error(cfg) > cfg.train.gradcheck_threshold

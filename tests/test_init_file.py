@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from conftest import compose_config, fresh_store
 from mlplab.cli import make_sink
-from mlplab.config import Config, register_configs, to_config, validate
+from mlplab.config import validate
 from mlplab.errors import ConfigError, DataError
 from mlplab.pipeline import build_network, generate_data, make_rngs, run
 from mlplab.trace import build_trace
@@ -47,25 +46,6 @@ TEXTBOOK_FORWARD = {
     "y_pred": [0.74070392, 0.70470805],
 }
 PRINTED = 1e-8  # the textbook prints 8 decimals
-
-
-def compose_config(*overrides: str) -> Config:
-    """The real configs composed with ``overrides`` into a typed Config."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_config(compose(config_name="config", overrides=list(overrides)))
-
-
-def fresh_store(factory: pytest.TempPathFactory) -> str:
-    """A new, empty SQLite store; MLflow's tables are created once per session and copied."""
-    template = factory.getbasetemp() / "mlflow-empty-template.db"
-    if not template.exists():
-        fresh = factory.mktemp("template") / "mlflow.db"
-        MlflowClient(f"sqlite:///{fresh}").search_experiments()
-        shutil.copyfile(fresh, template)
-    db = factory.mktemp("store") / "mlflow.db"
-    shutil.copyfile(template, db)
-    return f"sqlite:///{db}"
 
 
 @pytest.fixture

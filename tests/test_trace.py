@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,41 +17,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
+from conftest import compose_config, fresh_store
 from mlplab.cli import make_sink
-from mlplab.config import Config, register_configs, to_config
+from mlplab.config import Config
 from mlplab.pipeline import build_network, first_batch, generate_data, make_rngs, run
 from mlplab.trace import build_trace, write_trace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUICK = ["plot.enabled=false", "tracking.log_model=false", "train.progress=false"]
 RTOL, ATOL = 1e-12, 1e-14
-
-
-def compose_config(*overrides: str) -> Config:
-    """The real configs composed with ``overrides`` into a typed Config."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_config(compose(config_name="config", overrides=list(overrides)))
-
-
-def fresh_store(factory: pytest.TempPathFactory) -> str:
-    """A new, empty SQLite store in a temporary folder.
-
-    Creating MLflow's tables takes seconds, so they are created once per test session
-    (in the session's temporary folder) and the empty database file is copied.
-    """
-    template = factory.getbasetemp() / "mlflow-empty-template.db"
-    if not template.exists():
-        fresh = factory.mktemp("template") / "mlflow.db"
-        MlflowClient(f"sqlite:///{fresh}").search_experiments()
-        shutil.copyfile(fresh, template)
-    db = factory.mktemp("store") / "mlflow.db"
-    shutil.copyfile(template, db)
-    return f"sqlite:///{db}"
 
 
 @pytest.fixture(scope="module")
