@@ -602,6 +602,15 @@ def _cell(entry: dict[str, Any] | None, scale: float = 1.0) -> str:
     return f"{_fmt(med)} ({_fmt(lo)}–{_fmt(hi)})"
 
 
+def _when(c: dict[str, Any]) -> str:
+    if "started" not in c:
+        return ""
+    return (
+        f"Run {c['started'][:16].replace('T', ' ')} UTC; load average (1, 5, 15 min) "
+        f"{c.get('load_before')} before, {c.get('load_after')} after."
+    )
+
+
 def markdown(res: dict[str, Any]) -> str:
     """The results as Markdown tables."""
     m = res["machine"]
@@ -612,8 +621,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"NumPy {m['versions'].get('numpy')} ("
         + ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']}" for b in m["blas"])
         + f"), scikit-learn {m['versions'].get('scikit-learn')}, "
-        f"PyTorch {m['versions'].get('torch')}; git {m['git']}. Load average before/after: "
-        f"{res['load_before']} / {res['load_after']}. "
+        f"PyTorch {m['versions'].get('torch')}; git {m['git']}. "
         + (
             "BLAS environment: " + ", ".join(f"{k}={v}" for k, v in m["env"].items() if v) + ". "
             if any(m["env"].values())
@@ -630,6 +638,8 @@ def markdown(res: dict[str, Any]) -> str:
         c = cases["tutorial"]
         lines += [
             f"### Tutorial: 2-2-2 sigmoid, 50 samples, full batch, {c['epochs']:,} epochs, float64",
+            "",
+            _when(c),
             "",
             "| implementation | µs/epoch (CPU, 1 thread) | × ours | final RMSE |",
             "|---|---|---|---|",
@@ -654,6 +664,8 @@ def markdown(res: dict[str, Any]) -> str:
         c = cases["large"]
         lines += [
             f"### Large: {c['n']:,} × 64 → 256 → 256 → 8, relu, mean MSE, SGD batch 256",
+            "",
+            _when(c),
             "",
             f"FLOPs per epoch 6 × weights × samples = {c['flops_per_epoch'] / 1e9:.1f} G. "
             "Peak: the best n×n np.matmul of the run, all cores: "
@@ -682,6 +694,8 @@ def markdown(res: dict[str, Any]) -> str:
             f"### Tracking overhead: the tutorial run end to end ({c.get('epochs', 0):,} "
             "epochs, pipelines/run.py)",
             "",
+            _when(c),
+            "",
         ]
         if "skipped" in c:
             lines += [f"Skipped: {c['skipped']}", ""]
@@ -702,6 +716,8 @@ def markdown(res: dict[str, Any]) -> str:
         c = cases["sweep"]
         lines += [
             "### Sweep throughput: 16 jobs (4 widths × 4 learning rates), plot and trace off",
+            "",
+            _when(c),
             "",
         ]
         if "skipped" in c:
@@ -769,6 +785,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, default=HERE / "results", help="folder for latest.json and latest.md"
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other cases of the existing latest.json (rerun one case on a quiet machine)",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -801,20 +822,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {**cfg, "quick": args.quick, "cases": cases, "impls": impls},
         "load_before": _loadavg(),
     }
+    previous = args.out / "latest.json"
+    if args.merge and previous.exists():
+        old = json.loads(previous.read_text())
+        if old.get("schema") == SCHEMA and old.get("settings", {}).get("quick") == args.quick:
+            res["cases"] = {k: v for k, v in old.get("cases", {}).items() if k not in cases}
+            res["settings"]["reps"] = {
+                **old["settings"]["reps"],
+                **{k: v for k, v in cfg["reps"].items() if k in cases},
+            }
+    res.setdefault("cases", {})
     log("machine ...")
     res["machine"] = machine_info()
-    res["cases"] = {}
     t0 = time.perf_counter()
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "tutorial": partial(case_tutorial, cfg, impls, log),
+        "large": partial(case_large, cfg, impls, log),
+        "tracking": partial(case_tracking, cfg, log),
+        "sweep": partial(case_sweep, cfg, log),
+    }
     for case in cases:
         log(f"{case} ...")
-        if case == "tutorial":
-            res["cases"][case] = case_tutorial(cfg, impls, log)
-        elif case == "large":
-            res["cases"][case] = case_large(cfg, impls, log)
-        elif case == "tracking":
-            res["cases"][case] = case_tracking(cfg, log)
-        elif case == "sweep":
-            res["cases"][case] = case_sweep(cfg, log)
+        before, started = _loadavg(), datetime.now(UTC).isoformat()
+        result = runners[case]()
+        result.update(started=started, load_before=before, load_after=_loadavg())
+        res["cases"][case] = result
+    res["cases"] = {k: res["cases"][k] for k in ALL_CASES if k in res["cases"]}
     res["seconds"] = time.perf_counter() - t0
     res["load_after"] = _loadavg()
     res["targets"] = targets(res)
