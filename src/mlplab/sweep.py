@@ -39,6 +39,7 @@ import mlplab
 from mlplab.config import TrackingConfig
 from mlplab.errors import UserError
 from mlplab.report import (
+    METRICS,
     ChildRecord,
     best_row,
     format_table,
@@ -374,15 +375,7 @@ def publish_report(
             RunTag("best_run_id", str(best["run_id"])),
             RunTag("best_run_name", str(best["run_name"])[:5000]),
         ]
-        for key in (
-            "test_rmse",
-            "test_mae",
-            "test_r2",
-            "test_accuracy",
-            "final_val_rmse",
-            "final_train_rmse",
-            "epochs_run",
-        ):
+        for key in METRICS:  # the summary's final metrics, as best_<key> on the parent
             if key in frame.columns and best[key] == best[key]:  # not NaN
                 metrics.append(Metric(f"best_{key}", float(best[key]), now, 0))
     client.log_batch(parent_id, metrics=metrics, tags=tags)
