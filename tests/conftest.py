@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -38,6 +39,30 @@ def fresh_store(factory: pytest.TempPathFactory) -> str:
     db = factory.mktemp("store") / "mlflow.db"
     shutil.copyfile(template, db)
     return f"sqlite:///{db}"
+
+
+#: The artifacts SPEC §5 requires of every finished run.
+SPEC_ARTIFACTS = frozenset(
+    {
+        "config.yaml",
+        "overrides.yaml",
+        "weights/initial.npz",
+        "weights/final.npz",
+        "plots/rmse.png",
+        "plots/predictions.png",
+        "plots/network.png",
+        "data/train.csv",
+        "data/test.csv",
+    }
+)
+
+
+def artifact_paths(client: Any, run_id: str, path: str = "") -> set[str]:
+    """Every artifact file of a run, as relative paths."""
+    out: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,7 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, SPEC_ARTIFACTS, artifact_paths, run_cli
 from mlplab.weights import load_weights, weights_sha256
 
 pytestmark = pytest.mark.slow
@@ -56,13 +56,6 @@ def _only_run(uri: str) -> tuple[MlflowClient, object]:
 
 def _history(client: MlflowClient, run_id: str, key: str = "train_rmse") -> list:
     return sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-
-
-def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
-    out: set[str] = set()
-    for item in client.list_artifacts(run_id, path):
-        out |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
-    return out
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -117,7 +110,7 @@ def test_divergence_fails_the_run_and_keeps_the_history(tmp_path: Path) -> None:
     assert all(np.isfinite(p.value) for p in history)
     assert run.data.metrics["epochs_run"] == epoch - 1
     assert run.data.tags["stop_reason"] == "diverged"
-    assert {"weights/initial.npz", "weights/final.npz", "config.yaml"} <= _artifacts(
+    assert {"weights/initial.npz", "weights/final.npz", "config.yaml"} <= artifact_paths(
         client, run.info.run_id
     )
 
@@ -178,7 +171,7 @@ def test_interrupt_ends_the_run_killed_with_history_and_weights(
     assert [p.step for p in history] == list(range(1, n + 1))
     assert all(np.isfinite(p.value) for p in history)
     # the weights at that moment, logged and matching the recorded hash
-    assert {"weights/initial.npz", "weights/final.npz"} <= _artifacts(client, run.info.run_id)
+    assert {"weights/initial.npz", "weights/final.npz"} <= artifact_paths(client, run.info.run_id)
     local = client.download_artifacts(run.info.run_id, "weights/final.npz", str(tmp_path))
     weights = load_weights(local)
     assert weights_sha256(weights) == run.data.tags["weights_sha256"]
@@ -371,19 +364,8 @@ def test_server_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
     for key in ("test_rmse", "test_mae", "test_r2", "epochs_run", "train_seconds"):
         assert key in run.data.metrics, key
     assert run.data.metrics["epochs_run"] == epochs
-    artifacts = _artifacts(client, run.info.run_id)
-    expected = {
-        "config.yaml",
-        "overrides.yaml",
-        "weights/initial.npz",
-        "weights/final.npz",
-        "plots/rmse.png",
-        "plots/predictions.png",
-        "plots/network.png",
-        "data/train.csv",
-        "data/test.csv",
-        "model/MLmodel",
-    }
+    artifacts = artifact_paths(client, run.info.run_id)
+    expected = SPEC_ARTIFACTS | {"model/MLmodel"}
     assert expected <= artifacts, expected - artifacts
     assert not any(a.startswith("mlflow-fallback") for a in artifacts)
     final = client.download_artifacts(run.info.run_id, "weights/final.npz", str(tmp_path))

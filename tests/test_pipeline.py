@@ -12,32 +12,10 @@ from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import run_cli
+from conftest import SPEC_ARTIFACTS, artifact_paths, run_cli
 from mlplab.cli import make_sink
 from mlplab.pipeline import run
 from mlplab.weights import load_weights, weights_sha256
-
-ARTIFACTS = [
-    "config.yaml",
-    "overrides.yaml",
-    "weights/initial.npz",
-    "weights/final.npz",
-    "plots/rmse.png",
-    "plots/predictions.png",
-    "plots/network.png",
-    "data/train.csv",
-    "data/test.csv",
-]
-
-
-def _artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
-    out = set()
-    for item in client.list_artifacts(run_id, path):
-        if item.is_dir:
-            out |= _artifact_paths(client, run_id, item.path)
-        else:
-            out.add(item.path)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +61,8 @@ def test_tutorial_run_holds_every_spec_item(tutorial_run):
     t = r.data.tags
     assert len(t["weights_sha256"]) == 64 and t["mlplab_version"] and t["git_commit"]
     # artifacts
-    names = _artifact_paths(client, run_id)
-    missing = [a for a in ARTIFACTS if a not in names]
+    names = artifact_paths(client, run_id)
+    missing = sorted(SPEC_ARTIFACTS - names)
     assert not missing, missing
     local = Path(download_artifacts(run_id=run_id, tracking_uri=uri, dst_path=str(tmp / "dl")))
     final = load_weights(local / "weights" / "final.npz")
