@@ -20,8 +20,10 @@ Cases (see ``impls.py`` for the contestants):
   machine's measured matrix-multiply peak (the best large ``np.matmul`` seen in the run).
 * ``tracking``: the tutorial run end to end (``pipelines/run.py``, ``train.tol=0``, so all
   10 000 epochs run), tracking off versus on (a temporary SQLite store, created by an
-  untimed first run), with plot and trace off (the tracking cost alone) and at their
-  defaults (as ``make run``).
+  untimed first run): as ``make run`` runs it (the target: MLflow works in a helper
+  process while the job trains and plots), the same with ``tracking.background=false``
+  (MLflow in the job's process), and with plot and trace off (nothing left to overlap:
+  the MLflow cost itself).
 * ``sweep``: a 16-job multirun (4 widths × 4 learning rates, 3000 epochs at most, plot and
   trace off) with Hydra's basic launcher (jobs one after the other in one process) versus
   the joblib launcher (one worker process per core), and the fixed cost of one job: the
@@ -354,22 +356,25 @@ def case_tracking(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, 
         return go
 
     on, off = f"tracking.uri={store}", "tracking.enabled=false"
+    inline = ("tracking.background=false",)
     try:
         first = job(on, lean)()  # creates the store's schema and the experiment: not timed
         if "error" in first:
             return {"skipped": f"the tracked run failed: {first['error']}"}
         tasks = {
-            "lean/off": job(off, lean),
-            "lean/on": job(on, lean),
             "defaults/off": job(off, ()),
             "defaults/on": job(on, ()),
+            "inline/off": job(off, inline),
+            "inline/on": job(on, inline),
+            "lean/off": job(off, lean),
+            "lean/on": job(on, lean),
         }
         runs = round_robin(tasks, cfg["reps"]["tracking"], log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results = {name: _summarise(r, lambda x: x["wall"]) for name, r in runs.items()}
     overhead = {}
-    for variant in ("lean", "defaults"):
+    for variant in ("defaults", "inline", "lean"):
         a, b = results[f"{variant}/off"], results[f"{variant}/on"]
         if a.get("n") and b.get("n"):
             overhead[variant] = b["median"] / a["median"] - 1.0
@@ -377,8 +382,9 @@ def case_tracking(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, 
         "unit": "s/run (wall time, end to end)",
         "epochs": epochs,
         "variants": {
-            "lean": "plot.enabled=false trace.enabled=false",
-            "defaults": "plot and trace at their defaults (make run)",
+            "defaults": "as make run (MLflow in a helper process)",
+            "inline": "tracking.background=false (MLflow in the job's process)",
+            "lean": "plot.enabled=false trace.enabled=false (nothing to overlap with)",
         },
         "results": results,
         "overhead": overhead,
@@ -580,8 +586,7 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     f32 = large.get("float32", {}).get("ours", {})
     add("large float32: ours / GEMM peak", f32.get("peak_fraction"), 0.65, ">=")
     trk = res.get("cases", {}).get("tracking", {}).get("overhead", {})
-    add("tracking overhead (plot/trace off)", trk.get("lean"), 0.10, "<=")
-    add("tracking overhead (defaults)", trk.get("defaults"), 0.10, "<=")
+    add("tracking overhead (the tutorial run, as make run)", trk.get("defaults"), 0.10, "<=")
     return out
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -102,3 +104,33 @@ def run_cli(
         timeout=timeout,
         env=full_env,
     )
+
+
+def wait_for_run(db: Path, experiment: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until a run of ``experiment`` with its params is in the SQLite file ``db``.
+
+    Read with sqlite3, not MLflow: a client opening a store that a job is still creating
+    would race its schema migration.
+    """
+    import sqlite3
+
+    query = (
+        "SELECT count(*) FROM params JOIN runs ON params.run_uuid = runs.run_uuid "
+        "JOIN experiments ON runs.experiment_id = experiments.experiment_id "
+        "WHERE experiments.name = ?"
+    )
+    t0 = time.monotonic()
+    while True:
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(f"{Path(db).as_uri()}?mode=ro", uri=True)) as con,
+        ):
+            if con.execute(query, (experiment,)).fetchone()[0] > 0:
+                return
+        if proc.poll() is not None:
+            err = proc.communicate()[1] or ""
+            pytest.fail(f"the process ended ({proc.returncode}) before its run:\n{err[-3000:]}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            pytest.fail(f"no run in {db} after {timeout} s")
+        time.sleep(0.02)

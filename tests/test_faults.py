@@ -27,7 +27,7 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, SPEC_ARTIFACTS, artifact_paths, run_cli
+from conftest import ROOT, SPEC_ARTIFACTS, artifact_paths, run_cli, wait_for_run
 from mlplab.weights import load_weights, weights_sha256
 
 pytestmark = pytest.mark.slow
@@ -150,8 +150,8 @@ def test_interrupt_ends_the_run_killed_with_history_and_weights(
         stderr=subprocess.PIPE,
         preexec_fn=_default_sigint,
     )
-    _wait_for(out / "config.yaml", proc)  # written right after the run was created
-    time.sleep(4)  # some epochs of training
+    _wait_for(out / "config.yaml", proc)  # written as training begins
+    time.sleep(4)  # some epochs of training (and the run created by the tracking helper)
     assert proc.poll() is None
     t0 = time.monotonic()
     proc.send_signal(sig)
@@ -317,7 +317,7 @@ def test_server_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        _wait_for(out / "config.yaml", proc)  # the run exists on the server: kill it now
+        wait_for_run(server_db, "fragile", proc)  # the run exists on the server: kill it now
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
         killed = time.monotonic()
@@ -401,8 +401,10 @@ def test_fallback_import_into_the_same_store_closes_the_half_written_run(
     from mlplab.tracking import MlflowSink
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # in process (tracking.background=false): MlflowSink is patched below
     cfg = make_cfg("train.epochs=30", "plot.enabled=false", "trace.enabled=false",
-                   "tracking.log_model=false", f"tracking.uri={uri}")  # fmt: skip
+                   "tracking.log_model=false", "tracking.background=false",
+                   f"tracking.uri={uri}")  # fmt: skip
     calls = []
 
     def broken(self, *args, **kwargs):

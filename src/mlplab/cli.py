@@ -20,7 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from mlplab.config import Config, to_config
 from mlplab.errors import RunFailed, UserError
 from mlplab.pipeline import RunOutcome, run
-from mlplab.tracking import MlflowSink, NullSink, configure_http, repo_root, resolve_uri
+from mlplab.tracking import (
+    MlflowSink,
+    NullSink,
+    check_store,
+    configure_http,
+    repo_root,
+    resolve_uri,
+)
 
 log = logging.getLogger("mlplab")
 # MLflow's per-file download bars (shown while the model is saved) are noise here.
@@ -42,10 +49,24 @@ def error(message: str) -> None:
 
 
 def make_sink(cfg: Config) -> Any:
-    """The tracking sink for ``cfg`` (connects, creating the experiment if needed)."""
-    if not cfg.tracking.enabled:
+    """The tracking sink for ``cfg``; a bad store is a :class:`TrackingError` here.
+
+    A single run on a SQLite or HTTP store is checked without MLflow and then written
+    from the helper process (:mod:`mlplab.background`), unless ``tracking.background=false``.
+    Other stores, and the children of sweeps and tuning studies (whose siblings keep the
+    other cores busy: a helper would only compete with them), connect in this process.
+    """
+    t = cfg.tracking
+    if not t.enabled:
         return NullSink()
-    return MlflowSink(str(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.parent_run_id)
+    uri = str(t.uri)
+    child = t.parent_run_id is not None
+    if t.background and not child and uri.startswith(("sqlite:///", "http://", "https://")):
+        from mlplab.background import BackgroundSink
+
+        check_store(uri, t.timeout, t.retries)
+        return BackgroundSink(uri, t.experiment, t.parent_run_id)
+    return MlflowSink(uri, t.experiment, t.parent_run_id)
 
 
 def _hydra_context() -> tuple[list[str], Path, bool]:

@@ -115,6 +115,7 @@ class TrackingConfig:
     retries: int = 1
     log_model: bool = True
     data_max_rows: int = 10000
+    background: bool = True
 
 
 @dataclass

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from mlplab.errors import UserError
+from mlplab.tracking import ModelRequest
 
 FORMAT = "mlplab-fallback/1"
 MANIFEST = "manifest.json"
@@ -51,6 +52,7 @@ def _now_ms() -> int:
 
 def _describe(exc: BaseException) -> str:
     """One short line: the exception's type and the start of its message."""
+    kind = getattr(exc, "kind", type(exc).__name__)  # a helper's failure names the original
     text = str(exc).strip()
     line = text.splitlines()[0] if text else ""
     for cause in ("Connection refused", "timed out", "Name or service not known"):
@@ -58,7 +60,7 @@ def _describe(exc: BaseException) -> str:
             line = f"{line[:120]}... {cause}"
             break
     line = line if len(line) <= 200 else line[:197] + "..."
-    return f"{type(exc).__name__}: {line}"
+    return f"{kind}: {line}"
 
 
 def import_command(folder: Path) -> str:
@@ -100,6 +102,7 @@ class FallbackSink:
         }
         # (source folder, artifact path inside the run) of every artifact call, in order
         self._artifacts: list[tuple[Path, str]] = []
+        self._model: ModelRequest | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -113,7 +116,6 @@ class FallbackSink:
         self.manifest["params"].update({k: str(v) for k, v in params.items()})
         self.manifest["tags"].update({k: str(v) for k, v in tags.items()})
         self.inner.start(params, tags, run_name)
-        self.manifest["run_id"] = self.run_id
 
     def log_history(self, history: Mapping[str, np.ndarray]) -> None:
         """Per-epoch series, step = epoch counted from 1."""
@@ -136,10 +138,10 @@ class FallbackSink:
         self._artifacts.append((Path(local_dir), ""))
         self._pass_on(lambda: self.inner.log_artifacts(local_dir), copy_last=True)
 
-    def log_model(self, model_dir: Path) -> None:
-        """The MLflow model under ``model/``."""
-        self._artifacts.append((Path(model_dir), "model"))
-        self._pass_on(lambda: self.inner.log_model(model_dir), copy_last=True)
+    def log_model(self, request: ModelRequest) -> None:
+        """The MLflow model under ``model/`` (built in the folder in fallback mode)."""
+        self._model = request
+        self._pass_on(lambda: self.inner.log_model(request), write_model=True)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Tags on the run."""
@@ -154,7 +156,9 @@ class FallbackSink:
             self._close_original()
 
     # -- fallback mode ---------------------------------------------------------------------
-    def _pass_on(self, action: Callable[[], None], copy_last: bool = False) -> None:
+    def _pass_on(
+        self, action: Callable[[], None], copy_last: bool = False, write_model: bool = False
+    ) -> None:
         if not self.active:
             t0 = time.perf_counter()
             try:
@@ -166,6 +170,8 @@ class FallbackSink:
                 return
         if copy_last:
             self._copy(*self._artifacts[-1])
+        if write_model:
+            self._write_model()
         self._write_manifest()
 
     def _activate(self, exc: BaseException) -> None:
@@ -176,6 +182,7 @@ class FallbackSink:
         (self.folder / ARTIFACTS).mkdir(parents=True, exist_ok=True)
         for source, artifact_path in self._artifacts:
             self._copy(source, artifact_path)
+        self._write_model()
         self._write_manifest()
         print(
             f"warning: the tracking store failed ({self.error}); the rest of this run is "
@@ -196,7 +203,18 @@ class FallbackSink:
 
         shutil.copytree(source, target, ignore=ignore, dirs_exist_ok=True)
 
+    def _write_model(self) -> None:
+        if self._model is None:
+            return
+        target = self.folder / ARTIFACTS / "model"
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            self._model.save(target)
+        except Exception as exc:  # the rest of the record matters more
+            self.manifest["model_error"] = _describe(exc)
+
     def _write_manifest(self) -> None:
+        self.manifest["run_id"] = self.run_id
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{MANIFEST}.tmp"
         tmp.write_text(json.dumps(self.manifest, indent=1))

@@ -26,6 +26,7 @@ from mlplab.errors import RunFailed, StoreFailed
 from mlplab.metrics import evaluate_split
 from mlplab.nn import MLP, TrainResult, TrainSettings, fit, init_weights, make_optimizer
 from mlplab.nn.optimizers import Optimizer
+from mlplab.tracking import ModelRequest
 from mlplab.weights import check_shapes, load_weights, save_weights, weights_sha256
 
 log = logging.getLogger("mlplab")
@@ -307,6 +308,16 @@ def network_spec(cfg: Config, net: MLP, data: Dataset) -> dict[str, Any]:
     }
 
 
+def model_request(cfg: Config, net: MLP, data: Dataset, weights_file: Path) -> ModelRequest:
+    """What the sink needs to build the MLflow model: weights, network, an input example."""
+    raw = data.X_train[:5].astype(np.float64)
+    if data.scaling:
+        raw = raw * np.asarray(data.scaling["std"]) + np.asarray(data.scaling["mean"])
+    return ModelRequest(
+        weights_file, network_spec(cfg, net, data), raw, net.predict(data.X_train[:5])
+    )
+
+
 def git_commit() -> str:
     """The project's current commit, or ``unknown``."""
     from mlplab.tracking import repo_root
@@ -381,7 +392,6 @@ def run(
         raise
     status, failure = "FAILED", None
     outcome: RunOutcome | None = None
-    mdir: Path | None = None
     try:
         (out_dir / "config.yaml").write_text(config_yaml(cfg))
         (out_dir / "overrides.yaml").write_text(
@@ -412,6 +422,8 @@ def run(
             result.snapshots.setdefault(result.epochs_run, result.weights)
         if result.failure is None and not result.interrupted:
             metrics.update(evaluate(net, data))
+            if cfg.tracking.enabled and cfg.tracking.log_model:  # built while we plot
+                sink.log_model(model_request(cfg, net, data, out_dir / "weights" / "final.npz"))
             write_data_csv(data, out_dir, cfg.tracking.data_max_rows)
             if cfg.plot.enabled:
                 plot(cfg, net, data, result, out_dir)
@@ -423,26 +435,6 @@ def run(
                 **({"failure_reason": result.failure} if result.failure else {}),
             }
         )
-        if (
-            cfg.tracking.enabled
-            and cfg.tracking.log_model
-            and result.failure is None
-            and not result.interrupted
-        ):
-            from mlplab.serving import save_model
-
-            raw = data.X_train[:5].astype(np.float64)
-            if data.scaling:
-                raw = raw * np.asarray(data.scaling["std"]) + np.asarray(data.scaling["mean"])
-            mdir = out_dir.parent / f".{out_dir.name}-model"
-            save_model(
-                mdir / "model",
-                out_dir / "weights" / "final.npz",
-                network_spec(cfg, net, data),
-                raw,
-                net.predict(data.X_train[:5]),
-            )
-            sink.log_model(mdir / "model")
         sink.log_artifacts(out_dir)
         if result.interrupted:
             status = "KILLED"
@@ -465,10 +457,8 @@ def run(
         raise
     finally:
         _safe(lambda: sink.end(status))
-        if mdir is not None:
-            import shutil
-
-            shutil.rmtree(mdir, ignore_errors=True)
+        if outcome is not None:  # a background sink knows the run's id once it has ended
+            outcome.run_id = sink.run_id
         fell_back = getattr(sink, "active", False)
         if fell_back and outcome is None:  # an error or interrupt is on its way up: say it now
             print(f"error: {sink.notice()}", file=sys.stderr, flush=True)

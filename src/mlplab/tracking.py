@@ -12,6 +12,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -109,6 +110,59 @@ def check_local_store(uri: str) -> None:
         )
 
 
+def check_sqlite_file(uri: str) -> None:
+    """Refuse an existing file that is not a SQLite database (a busy one is fine)."""
+    import sqlite3
+
+    path = Path(uri[len("sqlite:///") :])
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:  # locked by another job: MLflow will wait for it
+        return
+    except sqlite3.DatabaseError as exc:
+        raise TrackingError(
+            f"tracking.uri={uri!r}: the MLflow store cannot be opened ({_first_line(exc)})"
+        ) from None
+
+
+def check_server(uri: str, timeout: float, retries: int) -> None:
+    """Refuse an HTTP(S) tracking URI that nothing answers (any HTTP reply will do)."""
+    import urllib.error
+    import urllib.request
+
+    for attempt in range(retries + 1):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+                return
+        except urllib.error.HTTPError:  # a reply: something is listening
+            return
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if attempt == retries:
+                raise TrackingError(
+                    f"tracking.uri={uri!r}: the tracking server cannot be reached ({reason}); "
+                    "start it (make server) or choose another tracking.uri"
+                ) from None
+            time.sleep(1.0)
+
+
+def check_store(uri: str, timeout: float, retries: int) -> None:
+    """Without MLflow, the checks that make a bad store a user error before training.
+
+    SQLite: the folder, the file and the artifact folder beside it; HTTP(S): a server
+    answers. Raises :class:`TrackingError`.
+    """
+    if uri.startswith("sqlite:///"):
+        check_local_store(uri)
+        check_sqlite_file(uri)
+        check_artifact_root(artifact_root_for(uri), uri)
+    elif uri.startswith(("http://", "https://")):
+        check_server(uri, timeout, retries)
+
+
 def get_client(uri: str) -> MlflowClient:
     """A client for ``uri`` (MLflow opens, and for SQLite creates or migrates, the store).
 
@@ -188,6 +242,22 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     return str(exp.experiment_id)
 
 
+@dataclass
+class ModelRequest:
+    """What the sink needs to build the MLflow model (see :func:`mlplab.serving.save_model`)."""
+
+    weights_file: Path
+    network: dict[str, Any]
+    X_example: np.ndarray
+    Y_example: np.ndarray
+
+    def save(self, path: Path) -> Path:
+        """Write the pyfunc model folder at ``path``."""
+        from mlplab.serving import save_model
+
+        return save_model(path, self.weights_file, self.network, self.X_example, self.Y_example)
+
+
 class Sink(Protocol):
     """What the pipeline tells a tracker."""
 
@@ -205,8 +275,8 @@ class Sink(Protocol):
     def log_artifacts(self, local_dir: Path) -> None:
         """Every file under ``local_dir``, keeping the relative layout."""
 
-    def log_model(self, model_dir: Path) -> None:
-        """The trained network as an MLflow model (see :mod:`mlplab.serving`)."""
+    def log_model(self, request: ModelRequest) -> None:
+        """The trained network as an MLflow model under ``model/``."""
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Tags on the run."""
@@ -232,7 +302,7 @@ class NullSink:
     def log_artifacts(self, local_dir: Path) -> None:
         """Nothing to log."""
 
-    def log_model(self, model_dir: Path) -> None:
+    def log_model(self, request: ModelRequest) -> None:
         """Nothing to log."""
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
@@ -306,10 +376,14 @@ class MlflowSink:
         assert self.run_id is not None
         self.client.log_artifacts(self.run_id, str(local_dir))
 
-    def log_model(self, model_dir: Path) -> None:
-        """Log the pyfunc model saved in ``model_dir`` (see :func:`mlplab.serving.save_model`)."""
+    def log_model(self, request: ModelRequest) -> None:
+        """Build the pyfunc model in a temporary folder and log it under ``model/``."""
+        import tempfile
+
         assert self.run_id is not None
-        self.client.log_artifacts(self.run_id, str(model_dir), artifact_path="model")
+        with tempfile.TemporaryDirectory(prefix="mlplab-model-") as tmp:
+            model_dir = request.save(Path(tmp) / "model")
+            self.client.log_artifacts(self.run_id, str(model_dir), artifact_path="model")
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set tags (values cut to MLflow's limit)."""

@@ -1,0 +1,126 @@
+"""The tracking helper process (mlplab.background): same record, failures, a dead job."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, artifact_paths, wait_for_run
+from mlplab import background
+from mlplab.cli import make_sink
+from mlplab.errors import StoreFailed
+from mlplab.fallback import FOLDER_NAME
+from mlplab.pipeline import run
+from mlplab.tracking import MlflowSink
+
+
+def _record(client: MlflowClient, run_id: str) -> dict:
+    """What a run holds, without what differs between any two runs (ids, times)."""
+    r = client.get_run(run_id)
+    volatile = {"train_seconds"}
+    return {
+        "status": r.info.status,
+        "params": {k: v for k, v in r.data.params.items() if k != "tracking.background"},
+        "metrics": {k: v for k, v in r.data.metrics.items() if k not in volatile},
+        "tags": {k: v for k, v in r.data.tags.items() if not k.startswith("mlflow.")},
+        "history": [(m.step, m.value) for m in client.get_metric_history(run_id, "train_rmse")],
+        "artifacts": artifact_paths(client, run_id),
+    }
+
+
+def test_helper_and_in_process_record_the_same_run(make_cfg, store, tmp_path):
+    common = ("train.epochs=300", "train.tol=0", "trace.enabled=true", f"tracking.uri={store}")
+    helper = make_cfg(*common)
+    inline = make_cfg(*common, "tracking.background=false")
+    assert isinstance(make_sink(inline), MlflowSink)
+    sink = make_sink(helper)
+    assert isinstance(sink, background.BackgroundSink)
+    sink.end("FINISHED")  # an empty run: opened and closed, nothing else
+    a = run(helper, make_sink, tmp_path / "a")
+    b = run(inline, make_sink, tmp_path / "b")
+    assert a.run_id and b.run_id and a.run_id != b.run_id
+    assert a.weights_sha256 == b.weights_sha256
+    client = MlflowClient(store)
+    ra, rb = _record(client, a.run_id), _record(client, b.run_id)
+    assert ra["status"] == "FINISHED" and len(ra["history"]) == 300
+    assert "model/MLmodel" in ra["artifacts"] and "plots/network.gif" in ra["artifacts"]
+    assert ra == rb
+
+
+def test_helper_that_dies_mid_run_leaves_a_complete_fallback(make_cfg, store, tmp_path):
+    cfg = make_cfg("train.epochs=50", "plot.enabled=false", f"tracking.uri={store}")
+    killed = []
+
+    def factory(c):
+        sink = make_sink(c)
+        real = sink.log_history
+
+        def log_history_then_die(history):
+            real(history)
+            sink.helper.proc.kill()  # as the OOM killer would
+            sink.helper.proc.wait()
+            killed.append(True)
+
+        sink.log_history = log_history_then_die
+        return sink
+
+    with pytest.raises(StoreFailed) as info:
+        run(cfg, factory, tmp_path / "out")
+    assert killed and info.value.outcome.epochs_run == 50
+    folder = tmp_path / "out" / FOLDER_NAME
+    assert "HelperExited" in str(info.value) and str(folder) in str(info.value)
+    assert {"weights/final.npz", "model/MLmodel", "config.yaml"} <= {
+        str(p.relative_to(folder / "artifacts")) for p in (folder / "artifacts").rglob("*")
+    }
+    # the next run starts a new helper
+    again = run(make_cfg("train.epochs=5", "plot.enabled=false", f"tracking.uri={store}"),
+                make_sink, tmp_path / "again")  # fmt: skip
+    assert again.status == "FINISHED" and again.run_id
+
+
+def test_a_job_killed_outright_has_its_run_closed_by_the_helper(tmp_path: Path) -> None:
+    """SIGKILL leaves the job no chance to end its run: the helper ends it KILLED."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    args = ["train.epochs=100000000", "train.tol=0", "plot.enabled=false", "trace.enabled=false"]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "pipelines/run.py",
+            *args,
+            f"tracking.uri={uri}",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_run(tmp_path / "mlflow.db", "mlplab", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        client = MlflowClient(uri)
+        (exp,) = client.search_experiments(filter_string="name = 'mlplab'")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            (r,) = client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
+            if r.info.status != "RUNNING":
+                break
+            time.sleep(0.2)
+        assert r.info.status == "KILLED"
+        assert r.data.tags["failure_reason"].startswith("killed")
+        assert np.isfinite(float(r.data.params["seed"]))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
