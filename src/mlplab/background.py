@@ -9,8 +9,9 @@ call of the run is done. A call that failed in the helper is raised from the nex
 made here, where the :class:`~mlplab.fallback.FallbackSink` around this sink records the
 run locally.
 
-One helper serves every run of a process (sweep jobs run in turn, tuning trials), so
-MLflow is imported once per process. It runs in its own session: Ctrl-C on the terminal
+One helper serves every run of a process, so MLflow is imported once per process (the
+children of sweeps and tuning studies log in their own process: see
+:func:`mlplab.cli.make_sink`). The helper runs in its own session: Ctrl-C on the terminal
 reaches the job, which then logs the interrupted run through the helper. If the job
 dies without ending its run, the helper closes the run as KILLED and exits.
 

@@ -3,6 +3,8 @@
 The pipeline calls a :class:`Sink`; :class:`MlflowSink` writes to a tracking store,
 :class:`NullSink` (``tracking.enabled=false``) writes nothing. Metric histories go out
 with ``log_batch`` in chunks of at most 1 000 points, params in chunks of 100.
+:func:`check_store` refuses a bad store without importing MLflow; a single run then
+calls its ``MlflowSink`` from a helper process (:mod:`mlplab.background`).
 """
 
 from __future__ import annotations

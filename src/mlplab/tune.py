@@ -424,7 +424,7 @@ def run_trial(
     from mlplab.cli import make_sink, prepare
     from mlplab.config import to_config
     from mlplab.pipeline import run
-    from mlplab.tracking import NullSink
+    from mlplab.tracking import MlflowSink
 
     values = suggest(trial, specs)
     sampled = [f"{k}={v}" for k, v in values.items()]
@@ -434,17 +434,16 @@ def run_trial(
 
     def sink_factory(cfg: Any) -> Any:
         sink = make_sink(cfg)
-        if not isinstance(sink, NullSink):
-            end = sink.end
+        if isinstance(sink, MlflowSink):
+            start = sink.start
 
-            def end_and_note(status: str) -> None:
-                try:
-                    end(status)
-                finally:  # the run's id is known once it has ended (background sinks)
-                    if sink.run_id is not None:
-                        trial.set_user_attr("mlflow_run_id", sink.run_id)
+            def start_and_note(
+                params: dict[str, str], tags: dict[str, str], run_name: str | None
+            ) -> None:
+                start(params, tags, run_name)
+                trial.set_user_attr("mlflow_run_id", sink.run_id)
 
-            sink.end = end_and_note
+            sink.start = start_and_note  # type: ignore[method-assign]
         return sink
 
     try:
