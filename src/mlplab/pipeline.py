@@ -263,9 +263,11 @@ def plot(cfg: Config, net: MLP, data: Dataset, result: TrainResult, out_dir: Pat
 
 # -- artifacts ---------------------------------------------------------------------------
 def write_data_csv(data: Dataset, out_dir: Path, max_rows: int) -> list[Path]:
-    """``data/{train,val,test}.csv`` (columns x1..xn, y1..ym) at full precision, if small."""
-    import pandas as pd
+    """``data/{train,val,test}.csv`` (columns x1..xn, y1..ym) at full precision, if small.
 
+    Written with ``np.savetxt`` (the same text as pandas' ``to_csv(float_format="%.17g")``,
+    without importing pandas into every job).
+    """
     total = data.X_train.shape[0] + data.X_val.shape[0] + data.X_test.shape[0]
     if total > max_rows:
         return []
@@ -280,9 +282,8 @@ def write_data_csv(data: Dataset, out_dir: Path, max_rows: int) -> list[Path]:
         if split == "val" and X.shape[0] == 0:
             continue
         cols = [f"x{i + 1}" for i in range(X.shape[1])] + [f"y{i + 1}" for i in range(Y.shape[1])]
-        frame = pd.DataFrame(np.hstack([X, Y]), columns=cols)
         path = ddir / f"{split}.csv"
-        frame.to_csv(path, index=False, float_format="%.17g")
+        np.savetxt(path, np.hstack([X, Y]), "%.17g", ",", header=",".join(cols), comments="")
         paths.append(path)
     return paths
 

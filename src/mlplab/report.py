@@ -12,10 +12,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a report is made: single runs never pay for it
+    import pandas as pd
 
 #: Final metrics copied into the summary, in this order (missing ones are left empty).
 METRICS = (
@@ -90,6 +92,8 @@ def summary_frame(children: Sequence[ChildRecord], param_keys: Sequence[str] = (
         row["failure_reason"] = c.failure_reason
         rows.append(row)
     columns = ["run_id", "run_name", "status", *param_keys, "overrides", *present, "failure_reason"]
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=columns)
     if len(frame):
         frame = frame.sort_values(RANK_BY, na_position="last", kind="stable")
@@ -107,6 +111,8 @@ def best_row(frame: pd.DataFrame) -> pd.Series | None:
 
 def format_table(frame: pd.DataFrame, param_keys: Sequence[str] = ()) -> str:
     """The summary as a text table for the terminal (short ids, the main metrics)."""
+    import pandas as pd
+
     if frame.empty:
         return "(no child runs)"
     show = frame.copy()
