@@ -292,7 +292,7 @@ def mlflow_server(folder: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
 
 def test_server_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    epochs = 1500
+    epochs = 8000  # ~9 s of training: the server dies long before the history is sent
     with mlflow_server(tmp_path) as (url, server, server_db):
         proc = subprocess.Popen(
             [
