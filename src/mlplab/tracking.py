@@ -132,6 +132,7 @@ def check_sqlite_file(uri: str) -> None:
 
 def check_server(uri: str, timeout: float, retries: int) -> None:
     """Refuse an HTTP(S) tracking URI that nothing answers (any HTTP reply will do)."""
+    import ssl
     import urllib.error
     import urllib.request
 
@@ -143,6 +144,8 @@ def check_server(uri: str, timeout: float, retries: int) -> None:
             return
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLError):  # it answered; TLS is MLflow's to settle
+                return
             if attempt == retries:
                 raise TrackingError(
                     f"tracking.uri={uri!r}: the tracking server cannot be reached ({reason}); "
