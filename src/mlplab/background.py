@@ -102,7 +102,7 @@ class _Helper:
         self.seq += 1
         try:
             _write(self.stdin, (self.seq, method, args))
-        except (BrokenPipeError, OSError) as exc:
+        except OSError as exc:  # a broken pipe: the helper died
             raise HelperFailed("HelperExited", f"the tracking helper is gone ({exc})") from None
         return self.seq
 

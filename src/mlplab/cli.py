@@ -21,6 +21,7 @@ from mlplab.config import Config, to_config
 from mlplab.errors import RunFailed, UserError
 from mlplab.pipeline import RunOutcome, run
 from mlplab.tracking import (
+    CHECKED_STORES,
     MlflowSink,
     NullSink,
     check_store,
@@ -61,7 +62,7 @@ def make_sink(cfg: Config) -> Any:
         return NullSink()
     uri = str(t.uri)
     child = t.parent_run_id is not None
-    if t.background and not child and uri.startswith(("sqlite:///", "http://", "https://")):
+    if t.background and not child and uri.startswith(CHECKED_STORES):
         from mlplab.background import BackgroundSink
 
         check_store(uri, t.timeout, t.retries)

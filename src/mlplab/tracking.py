@@ -154,11 +154,15 @@ def check_server(uri: str, timeout: float, retries: int) -> None:
             time.sleep(1.0)
 
 
+#: The stores :func:`check_store` can check without MLflow.
+CHECKED_STORES = ("sqlite:///", "http://", "https://")
+
+
 def check_store(uri: str, timeout: float, retries: int) -> None:
     """Without MLflow, the checks that make a bad store a user error before training.
 
     SQLite: the folder, the file and the artifact folder beside it; HTTP(S): a server
-    answers. Raises :class:`TrackingError`.
+    answers (other stores: see :data:`CHECKED_STORES`). Raises :class:`TrackingError`.
     """
     if uri.startswith("sqlite:///"):
         check_local_store(uri)
