@@ -82,15 +82,15 @@ def _since(start: tuple[float, float]) -> tuple[float, float]:
 # -- tutorial ------------------------------------------------------------------------------
 def tutorial_ours(epochs: int) -> Result:
     """mlplab.nn.fit, as the pipeline calls it (float64, full batch, tol=0)."""
-    from mlplab.nn import MLP, TrainSettings, fit, make_optimizer
+    from mlplab.nn import MLP, OptimizerSpec, TrainData, TrainSettings, fit, make_optimizer
 
     X, Y, weights = tutorial_problem()
     net = MLP([2, 2, 2], "sigmoid", "sigmoid", dtype="float64")
     net.set_weights(weights)
-    opt = make_optimizer("sgd", net.weights, TUTORIAL_LR)
+    opt = make_optimizer(net.weights, [OptimizerSpec("sgd", TUTORIAL_LR)])
     settings = TrainSettings(epochs=epochs, batch_size=None, reduction="sum", tol=0.0)
     start = _clock()
-    res = fit(net, X, Y, opt, settings, np.random.default_rng(0))
+    (res,) = fit(net, TrainData(X, Y), opt, [settings], [np.random.default_rng(0)])
     wall, cpu = _since(start)
     return {
         "wall": wall,
@@ -259,22 +259,19 @@ def _epoch_timer() -> tuple[list[float], Callable[[], None]]:
 
 def large_ours(n: int, dtype: str, epochs: int) -> Result:
     """mlplab.nn.fit on the large net."""
-    from mlplab.nn import MLP, TrainSettings, fit, make_optimizer
+    from mlplab.nn import MLP, OptimizerSpec, TrainData, TrainSettings, fit, make_optimizer
 
     X, Y, weights = large_problem(n, dtype)
     net = MLP(list(LARGE_SIZES), "relu", "identity", dtype=dtype)
     net.set_weights(weights)
-    opt = make_optimizer("sgd", net.weights, LARGE_LR)
+    opt = make_optimizer(net.weights, [OptimizerSpec("sgd", LARGE_LR)])
     settings = TrainSettings(
-        epochs=epochs,
-        batch_size=LARGE_BATCH,
-        shuffle=True,
-        reduction="mean",
-        tol=0.0,
-        callback_every=1,
+        epochs=epochs, batch_size=LARGE_BATCH, shuffle=True, reduction="mean", tol=0.0
     )
-    marks, mark = _epoch_timer()
-    res = fit(net, X, Y, opt, settings, np.random.default_rng(1), on_epoch=lambda e, r: mark())
+    marks, mark = _epoch_timer()  # fit's monitor runs after every epoch of a slow epoch
+    (res,) = fit(
+        net, TrainData(X, Y), opt, [settings], [np.random.default_rng(1)], lambda p: mark()
+    )
     assert net.weights[0].dtype == np.dtype(dtype)
     return {
         "epoch_seconds": np.diff(marks).tolist(),

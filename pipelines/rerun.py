@@ -18,15 +18,21 @@ config.yaml), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mlplab.cli import report
 from mlplab.config import Config
-from mlplab.errors import RunFailed, UserError
+from mlplab.errors import UserError, say_error
+from mlplab.interrupts import sigterm_interrupts
+from mlplab.pipeline import configure, run
+from mlplab.tracking import open_store
+from mlplab.tracking.mlflow_store import RunInfo
+from mlplab.tracking.uris import default_uri, resolve_uri
 
 OUTPUTS = Path("outputs") / "rerun"
 
@@ -57,40 +63,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
-def fetch_run(uri: str, run_id: str) -> tuple[Any, str]:
+def fetch_run(uri: str, run_id: str) -> tuple[RunInfo, str]:
     """The run and the text of its ``config.yaml``; :class:`RerunError` if unusable."""
-    from mlflow.exceptions import MlflowException
-
-    from mlplab.tracking import get_client
-
-    client = get_client(uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
-            raise RerunError(f"run {run_id!r} not found in the tracking store {uri}") from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RerunError(f"cannot read run {run_id!r} from {uri}: {first[:300]}") from None
-    except Exception as exc:
-        raise RerunError(f"the tracking store {uri} cannot be read: {exc}") from None
-    from mlplab.sweep import quiet_downloads
-
-    try:
-        with tempfile.TemporaryDirectory() as tmp, quiet_downloads():
-            path = client.download_artifacts(run_id, "config.yaml", tmp)
-            text = Path(path).read_text()
-    except Exception:
-        raise RerunError(
-            f"run {run_id!r} has no config.yaml artifact: it cannot be rerun"
-        ) from None
+    run = open_store(uri).get_run(run_id)
+    if run is None:
+        raise RerunError(f"run {run_id!r} not found in the tracking store {uri}")
+    text = open_store(uri).read_text(run_id, "config.yaml")
+    if text is None:
+        raise RerunError(f"run {run_id!r} has no config.yaml artifact: it cannot be rerun")
     return run, text
 
 
 def rerun_config(text: str, overrides: list[str]) -> Config:
     """The recorded config merged into the schema, overrides applied, as a top-level run."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key or key.startswith(("+", "~")) or ("." not in key and key != "seed"):
@@ -120,85 +105,40 @@ def rerun_config(text: str, overrides: list[str]) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     """Rerun; print MATCH or DIFFER. Returns the exit status."""
-    from mlplab.cli import error, make_sink, prepare, report
-    from mlplab.pipeline import RunOutcome, run
-    from mlplab.tracking import default_uri, resolve_uri
-
-    signal.signal(signal.SIGTERM, _interrupt)
+    sigterm_interrupts()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     source = resolve_uri(args.source_uri or default_uri())
-    sinks: list[Any] = []
-
-    def sink_factory(c: Config) -> Any:
-        sink = make_sink(c)
-        sinks.append(sink)
-        return sink
-
-    outcome: RunOutcome | None = None
-    failure: str | None = None
     try:
         original, text = fetch_run(source, args.run_id)
-        cfg = prepare(rerun_config(text, list(args.overrides)))
+        cfg = configure(rerun_config(text, list(args.overrides)))
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
         out_dir = Path(args.out) if args.out else OUTPUTS / f"{args.run_id}_{stamp}"
         if cfg.tracking.run_name is None:
-            cfg.tracking.run_name = f"rerun of {original.info.run_name or args.run_id}"
+            cfg.tracking.run_name = f"rerun of {original.run_name or args.run_id}"
         print(
-            f"rerun of {args.run_id} ({original.info.run_name}) from {source}\n"
+            f"rerun of {args.run_id} ({original.run_name}) from {source}\n"
             f"  into {cfg.tracking.uri if cfg.tracking.enabled else '(tracking off)'}",
             flush=True,
         )
-        try:
-            outcome = run(
-                cfg,
-                sink_factory,
-                out_dir,
-                list(args.overrides),
-                extra_tags={"rerun_of": args.run_id},
-            )
-            report(outcome)
-        except RunFailed as exc:
-            failure = str(exc)
-            print(f"the rerun failed: {failure}", flush=True)
-            # the store died mid-run: the outcome (and its hash) came back with the error
-            outcome = getattr(exc, "outcome", None)
+        outcome = run(cfg, out_dir, list(args.overrides), extra_tags={"rerun_of": args.run_id})
     except UserError as exc:
-        error(str(exc))
+        say_error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        error("interrupted")
+        say_error("interrupted")
         return 130
-
-    expected = original.data.tags.get("weights_sha256")
-    if outcome is not None:
-        got: str | None = outcome.weights_sha256
-    else:  # the rerun failed: its weights hash is on the new run
-        got = _logged_sha(cfg, sinks)
+    report(outcome, uri=cfg.tracking.uri)
+    if outcome.status != "FINISHED":
+        print(f"the rerun ended {outcome.status}: {outcome.failure or 'interrupted'}", flush=True)
+    expected, got = original.tags.get("weights_sha256"), outcome.weights_sha256
     if expected and got == expected:
-        print(
-            f"MATCH: weights sha256 {got}"
-            + (f" (the original failed too: {failure})" if failure else ""),
-            flush=True,
-        )
+        print(f"MATCH: weights sha256 {got}", flush=True)
         return 0
     print(
         f"DIFFER: original weights sha256 {expected or '(none recorded)'}, rerun {got or '(none)'}",
         flush=True,
     )
     return 1
-
-
-def _logged_sha(cfg: Config, sinks: list[Any]) -> str | None:
-    run_id = getattr(sinks[-1], "run_id", None) if sinks else None
-    if not (cfg.tracking.enabled and run_id):
-        return None
-    from mlplab.tracking import get_client
-
-    return get_client(str(cfg.tracking.uri)).get_run(run_id).data.tags.get("weights_sha256")
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

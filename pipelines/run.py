@@ -8,25 +8,21 @@ python pipelines/run.py -m +sweep=default    # a sweep (see `make sweep`)
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mlplab.cli import finish_main, report, run_job
+from mlplab.cli import finish_main, run_job
 from mlplab.config import register_configs
+from mlplab.project import conf_dir
 
 register_configs()
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Run one job; returns its test RMSE (the objective of sweeps)."""
     outcome = run_job(cfg)
-    report(outcome, brief=HydraConfig.get().mode == RunMode.MULTIRUN, uri=cfg.tracking.uri)
     return outcome.metrics.get("test_rmse") if outcome else None
 
 

@@ -9,7 +9,7 @@ Arguments: ``tune=<name>`` picks ``conf/tune/<name>.yaml``; ``tune.<key>=<value>
 study setting (study_name, storage, n_trials, n_jobs, metric, direction, sampler, ...);
 every other ``key=value`` is a Hydra override applied to every trial, as with
 ``make run``. Run the same command again after Ctrl-C to resume the study; raise
-``tune.n_trials`` to extend it. See src/mlplab/tune.py.
+``tune.n_trials`` to extend it. See src/mlplab/tune/.
 
 Exit status: 0 done, 1 no trial completed or a worker crashed, 2 a user error, 130
 interrupted (the study resumes where it stopped).
@@ -18,9 +18,14 @@ interrupted (the study resumes where it stopped).
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+from mlplab.errors import UserError, say_error
+from mlplab.interrupts import sigterm_interrupts
+
+if TYPE_CHECKING:
+    from mlplab.tune import StudyOutcome
 
 
 def split_args(argv: list[str]) -> tuple[str, list[str], list[str]]:
@@ -36,8 +41,24 @@ def split_args(argv: list[str]) -> tuple[str, list[str], list[str]]:
     return name, settings, run
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def print_outcome(outcome: StudyOutcome) -> int:
+    """The study's end on the terminal: the best trial and how to run it alone; exit status."""
+    best = outcome.best
+    parent = f", MLflow parent run {outcome.parent_run_id} {outcome.status}"
+    print(
+        f"\nstudy {outcome.study_name!r}: {outcome.n_trials} trials"
+        + (parent if outcome.parent_run_id else "")
+    )
+    if best is None:
+        print("no trial completed")
+        return 1
+    print(
+        f"best: trial {best.number}, {best.metric} = {best.value:.6g}"
+        + (f" (run {best.run_id})" if best.run_id else "")
+    )
+    print(f"  best parameters: {' '.join(best.overrides)}")
+    print(f'  run it alone: make run ARGS="{" ".join(outcome.run_alone)}"')
+    return 0 if outcome.status == "FINISHED" else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,46 +67,23 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
         return 0
-    from mlplab.cli import error
-    from mlplab.errors import UserError
+    # Imported here, the one place Optuna is loaded (mlplab.tune imports it at its top),
+    # with Hydra's compose API and the pipeline: about 2 s that --help must not wait for.
     from mlplab.tune import load_settings, run_study
 
     logging.basicConfig(level=logging.WARNING, format="[%(levelname)s] %(message)s")
-    signal.signal(signal.SIGTERM, _interrupt)
+    sigterm_interrupts()
     name, dotlist, run_overrides = split_args(args)
     try:
         settings = load_settings(name, dotlist)
         outcome = run_study(settings, run_overrides)
     except UserError as exc:
-        error(str(exc))
+        say_error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        error("interrupted: run the same command again to resume the study")
+        say_error("interrupted: run the same command again to resume the study")
         return 130
-    best = outcome.best
-    print(
-        f"\nstudy {outcome.study_name!r}: {outcome.n_trials} trials"
-        + (
-            f", MLflow parent run {outcome.parent_run_id} {outcome.status}"
-            if outcome.parent_run_id
-            else ""
-        )
-    )
-    if best is None:
-        print("no trial completed")
-        return 1
-    print(
-        f"best: trial {best['trial']}, {best['metric']} = {best['value']:.6g}"
-        + (f" (run {best['run_id']})" if best["run_id"] else "")
-    )
-    print(f"  best parameters: {' '.join(best['overrides'])}")
-    again = [
-        o
-        for o in [*settings.overrides, *run_overrides, *best["overrides"]]
-        if not o.startswith("tracking.")
-    ]
-    print(f'  run it alone: make run ARGS="{" ".join(again)}"')
-    return 0 if outcome.status == "FINISHED" else 1
+    return print_outcome(outcome)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mlplab.cli import prepare
+from mlplab import build
 from mlplab.config import Config, register_configs, to_config
+from mlplab.nn import MLP
+from mlplab.pipeline import Job, configure
+from mlplab.pipeline import prepare as prepare_job
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -27,6 +30,18 @@ def compose_config(*overrides: str) -> Config:
     """The real configs composed with ``overrides`` into a typed Config (paths as written)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return to_config(compose(config_name="config", overrides=list(overrides)))
+
+
+def job_of(cfg: Config, out_dir: Path | None = None) -> Job:
+    """The pipeline's prepared job for ``cfg`` (data, initial weights); nothing is written."""
+    return prepare_job(cfg, out_dir or Path("/nonexistent-out"))
+
+
+def initial_network(job: Job) -> MLP:
+    """The job's network holding its initial weights."""
+    net = build.network(job.cfg, job.sizes)
+    net.set_weights(job.initial)
+    return net
 
 
 def fresh_store(factory: pytest.TempPathFactory) -> str:
@@ -86,7 +101,7 @@ def make_cfg() -> Iterator[Callable[..., Config]]:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
 
         def _make(*overrides: str) -> Config:
-            return prepare(compose(config_name="config", overrides=list(overrides)))
+            return configure(compose(config_name="config", overrides=list(overrides)))
 
         yield _make
 

@@ -7,11 +7,26 @@ import itertools
 import numpy as np
 import pytest
 
-from mlplab.nn import MLP, TrainSettings, fit, init_weights, make_optimizer
+from mlplab.nn import (
+    MLP,
+    OptimizerSpec,
+    TrainData,
+    TrainResult,
+    TrainSettings,
+    fit,
+    init_weights,
+    make_optimizer,
+)
 from mlplab.nn.gradcheck import backprop_gradients, gradient_check, numeric_gradients
 
 ACTS = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
 OUTPUTS = [("sigmoid", "mse"), ("identity", "mse"), ("tanh", "mse"), ("softmax", "cross_entropy")]
+
+
+def fit_one(net, X, T, spec, settings, rng, X_val=None, Y_val=None) -> TrainResult:
+    """Train one network (a population of one) with one optimiser spec."""
+    opt = make_optimizer(net.weights, [spec])
+    return fit(net, TrainData(X, T, X_val, Y_val), opt, [settings], [rng])[0]
 
 
 def _problem(sizes, loss, seed=0, n=7):
@@ -75,7 +90,7 @@ def test_one_gradient_descent_step_equals_hand_computation():
     net = MLP([2, 2, 2], "sigmoid", "sigmoid")
     net.set_weights([v, w])
     settings = TrainSettings(epochs=1, tol=0.0, reduction="sum")
-    result = fit(net, x, t, make_optimizer("sgd", net.weights, alpha), settings, rng)
+    result = fit_one(net, x, t, OptimizerSpec("sgd", alpha), settings, rng)
     np.testing.assert_allclose(net.weights[0], v_new, rtol=0, atol=1e-15)
     np.testing.assert_allclose(net.weights[1], w_new, rtol=0, atol=1e-15)
     assert result.history["train_rmse"][0] == pytest.approx(np.sqrt(np.mean((t - y) ** 2)))
@@ -126,17 +141,18 @@ def test_first_three_updates_match_reference(name, kwargs):
     init = init_weights(net.sizes, "normal", rng)
     net.set_weights(init)
     lr = 0.05
-    opt = make_optimizer(name, net.weights, lr, **kwargs)
+    spec = OptimizerSpec(name, lr, **kwargs)
 
     def grads_at(weights):
         probe = MLP([2, 3, 2], "tanh", "identity")
         probe.set_weights(weights)
         return backprop_gradients(probe, X, T, "mse", "mean")
 
-    engine_steps = []
-    for _ in range(3):
-        opt.step(backprop_gradients(net, X, T, "mse", "mean"), lr)
-        engine_steps.append(net.get_weights())
+    engine_steps = []  # the weights after 1, 2 and 3 full-batch epochs of training
+    for epochs in (1, 2, 3):
+        net.set_weights(init)
+        settings = TrainSettings(epochs=epochs, tol=0.0, reduction="mean")
+        engine_steps.append(fit_one(net, X, T, spec, settings, rng).weights)
     # reference: the same rules on the concatenated parameters, gradients from the same net
     ref_kwargs = {
         "mu": kwargs.get("momentum", 0.9),
@@ -170,7 +186,7 @@ def test_float32_stays_float32(batch_size, optimizer):
     rng, X, T = _problem([4, 8, 3], "mse", n=40)
     net = MLP([4, 8, 3], "relu", "identity", dtype="float32")
     net.set_weights(init_weights(net.sizes, "he", rng))
-    opt = make_optimizer(optimizer, net.weights, 0.01, momentum=0.9, weight_decay=0.01)
+    spec = OptimizerSpec(optimizer, 0.01, momentum=0.9, weight_decay=0.01)
     settings = TrainSettings(
         epochs=5,
         batch_size=batch_size,
@@ -179,12 +195,15 @@ def test_float32_stays_float32(batch_size, optimizer):
         schedule="exponential",
         gamma=0.9,
     )
-    fit(net, X, T, opt, settings, rng, X[:5], T[:5])
-    arrays = [*net.weights, *net.grads]
+    opt = make_optimizer(net.weights, [spec])
+    result = fit(net, TrainData(X, T, X[:5], T[:5]), opt, [settings], [rng])[0]
+    arrays = [*net.weights, *net.grads, *result.weights]
     for ws in net._workspaces.values():
-        arrays += [*ws.acts[1:], *ws.z, *ws.deltas, *ws.tmp]
+        arrays += [*ws.actsT[1:], *ws.zT, *ws.deltasT, *ws.tmpT]
     arrays += getattr(opt, "m", []) + getattr(opt, "v", []) + (getattr(opt, "bufs", None) or [])
-    assert arrays and all(a.dtype == np.float32 for a in arrays), {a.dtype for a in arrays}
+    assert len(arrays) > 12 and all(a.dtype == np.float32 for a in arrays), {
+        a.dtype for a in arrays
+    }
     assert net.predict(X).dtype == np.float32
 
 
@@ -194,14 +213,8 @@ def test_minibatches_in_order_without_shuffle():
     init = init_weights([2, 3, 1], "normal", rng)
     net = MLP([2, 3, 1], "sigmoid", "identity")
     net.set_weights(init)
-    fit(
-        net,
-        X,
-        T,
-        make_optimizer("sgd", net.weights, 0.1),
-        TrainSettings(epochs=2, batch_size=4, shuffle=False, tol=0.0, reduction="mean"),
-        rng,
-    )
+    settings = TrainSettings(epochs=2, batch_size=4, shuffle=False, tol=0.0, reduction="mean")
+    fit_one(net, X, T, OptimizerSpec("sgd", 0.1), settings, rng)
     ref = MLP([2, 3, 1], "sigmoid", "identity")
     ref.set_weights(init)
     for _epoch, (a, b) in itertools.product(range(2), [(0, 4), (4, 8), (8, 10)]):
@@ -218,14 +231,8 @@ def test_shuffle_is_seeded_and_changes_order():
         _, X, T = _problem([2, 3, 1], "mse", n=12)
         net = MLP([2, 3, 1], "tanh", "identity")
         net.set_weights(init_weights([2, 3, 1], "normal", np.random.default_rng(1)))
-        fit(
-            net,
-            X,
-            T,
-            make_optimizer("sgd", net.weights, 0.1),
-            TrainSettings(epochs=3, batch_size=4, shuffle=shuffle, tol=0.0),
-            np.random.default_rng(seed),
-        )
+        settings = TrainSettings(epochs=3, batch_size=4, shuffle=shuffle, tol=0.0)
+        fit_one(net, X, T, OptimizerSpec("sgd", 0.1), settings, np.random.default_rng(seed))
         return net.weights[0]
 
     np.testing.assert_array_equal(train(7, True), train(7, True))
@@ -237,26 +244,15 @@ def test_tolerance_stops_and_divergence_fails():
     rng, X, T = _problem([2, 3, 1], "mse", n=20)
     net = MLP([2, 3, 1], "sigmoid", "identity")
     net.set_weights(init_weights(net.sizes, "normal", rng))
-    res = fit(
-        net,
-        X,
-        T,
-        make_optimizer("sgd", net.weights, 0.01),
-        TrainSettings(epochs=100000, tol=1e-4),
-        rng,
+    res = fit_one(
+        net, X, T, OptimizerSpec("sgd", 0.01), TrainSettings(epochs=100000, tol=1e-4), rng
     )
     assert res.stop_reason == "tolerance" and res.epochs_run < 100000
     h = res.history["train_rmse"]
     assert abs(h[-1] - h[-2]) < 1e-4 and len(h) == res.epochs_run
     net.set_weights(init_weights(net.sizes, "normal", rng))
-    bad = fit(
-        net,
-        X * 1e3,
-        T * 1e6,
-        make_optimizer("sgd", net.weights, 1e3),
-        TrainSettings(epochs=1000, tol=0.0),
-        rng,
-    )
+    settings = TrainSettings(epochs=1000, tol=0.0)
+    bad = fit_one(net, X * 1e3, T * 1e6, OptimizerSpec("sgd", 1e3), settings, rng)
     assert bad.stop_reason == "diverged" and bad.failure.startswith("diverged at epoch ")
     assert np.isfinite(bad.history["train_rmse"]).all()
     assert len(bad.history["train_rmse"]) == bad.epochs_run < 1000
@@ -269,32 +265,35 @@ def test_early_stopping_restores_best_weights():
     Xv, Tv = rng.normal(size=(30, 3)), rng.normal(size=(30, 1))
     net = MLP([3, 32, 1], "tanh", "identity")
     net.set_weights(init_weights(net.sizes, "xavier", rng))
-    res = fit(
-        net,
-        X,
-        T,
-        make_optimizer("adam", net.weights, 0.05),
-        TrainSettings(epochs=2000, tol=0.0, patience=20, reduction="mean"),
-        rng,
-        Xv,
-        Tv,
-    )
+    settings = TrainSettings(epochs=2000, tol=0.0, patience=20, reduction="mean")
+    res = fit_one(net, X, T, OptimizerSpec("adam", 0.05), settings, rng, Xv, Tv)
     assert res.stop_reason == "early_stopping" and res.best_epoch is not None
     val = res.history["val_rmse"]
     assert res.epochs_run == res.best_epoch + 20
     assert val[res.best_epoch - 1] == val.min()
-    now = np.sqrt(np.mean((Tv - net.predict(Xv)) ** 2))
+    final = MLP([3, 32, 1], "tanh", "identity")
+    final.set_weights(res.weights)  # the weights logged as final are the best ones
+    now = np.sqrt(np.mean((Tv - final.predict(Xv)) ** 2))
     assert now == pytest.approx(val.min(), rel=1e-12)
+    last = np.sqrt(np.mean((Tv - net.predict(Xv)) ** 2))  # where training actually ended
+    assert last == pytest.approx(val[-1], rel=1e-12) and last > now
 
 
 @pytest.mark.parametrize("method", ["normal", "xavier", "he"])
 def test_init_is_seeded_and_scaled(method):
-    a = init_weights([4, 50, 3], method, np.random.default_rng(0), 2.0)
-    b = init_weights([4, 50, 3], method, np.random.default_rng(0), 2.0)
+    """Each method's spread, measured on 20 000 weights, is its formula times init_scale."""
+    sizes = [100, 200]
+    a = init_weights(sizes, method, np.random.default_rng(0), 2.0)
+    b = init_weights(sizes, method, np.random.default_rng(0), 2.0)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
-    assert [W.shape for W in a] == [(5, 50), (51, 3)]
-    if method == "xavier":
-        assert np.abs(a[0][1:]).max() <= 2.0 * np.sqrt(6 / 54) and not a[0][0].any()
-    if method == "he":
-        assert not a[0][0].any() and 1.5 < a[0][1:].std() / np.sqrt(2 / 4) < 2.5
+    assert [W.shape for W in a] == [(101, 200)]
+    W = a[0]
+    if method == "normal":  # standard normal × scale, the bias row included
+        assert W[0].any() and W.std() == pytest.approx(2.0, rel=0.03)
+    elif method == "xavier":  # U(±scale·√(6/(fan_in+fan_out))), bias row 0
+        bound = 2.0 * np.sqrt(6 / 300)
+        assert not W[0].any() and 0.98 * bound < np.abs(W[1:]).max() <= bound
+        assert W[1:].std() == pytest.approx(bound / np.sqrt(3), rel=0.03)
+    else:  # he: N(0, (scale·√(2/fan_in))²), bias row 0
+        assert not W[0].any() and W[1:].std() == pytest.approx(2.0 * np.sqrt(2 / 100), rel=0.03)

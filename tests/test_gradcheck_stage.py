@@ -14,13 +14,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config, fresh_store
-from mlplab.cli import make_sink
+from conftest import compose_config, fresh_store, job_of
 from mlplab.config import Config, validate
-from mlplab.errors import RunFailed
 from mlplab.nn import MLP
 from mlplab.nn import activations as acts
-from mlplab.pipeline import build_network, generate_data, gradcheck, make_rngs, run
+from mlplab.pipeline import gradient_error, run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -42,10 +40,7 @@ def in_repo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def stage_error(cfg: Config) -> float:
     """What the pipeline's gradient-check stage measures for ``cfg``."""
-    rngs = make_rngs(cfg.seed)
-    data = generate_data(cfg, rngs["data"])
-    net = build_network(cfg, data, rngs["init"])
-    return gradcheck(cfg, net, data)
+    return gradient_error(job_of(cfg))
 
 
 # -- it passes on the examples -------------------------------------------------------------
@@ -63,7 +58,7 @@ def test_gradient_check_passes_on_every_example(experiment: str, in_repo: None) 
 
 def test_a_passing_check_is_logged_and_the_run_finishes(store: str, tmp_path: Path) -> None:
     ovs = ["train.gradcheck=true", "train.epochs=3", "tracking.experiment=gc-pass", *QUICK]
-    outcome = run(compose_config(*ovs, f"tracking.uri={store}"), make_sink, tmp_path / "out", ovs)
+    outcome = run(compose_config(*ovs, f"tracking.uri={store}"), tmp_path / "out", ovs)
     assert outcome.status == "FINISHED"
     err = outcome.metrics["gradcheck_max_rel_error"]
     assert 0.0 < err <= 1e-5
@@ -91,26 +86,14 @@ def scale_first_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def wrong_sigmoid_derivative(monkeypatch: pytest.MonkeyPatch) -> None:
     """f'(s) taken as f(s) instead of f(s)·(1 − f(s)): the forward pass is untouched."""
+    import dataclasses
     import functools
 
-    import mlplab.nn.network as network
-
-    def wrong(a: np.ndarray, out: np.ndarray) -> None:
-        np.copyto(out, a)
+    def wrong(a: np.ndarray, out: np.ndarray, slope: float) -> list:  # type: ignore[type-arg]
+        return [functools.partial(np.copyto, out, a)]
 
     good = acts.get_activation("sigmoid")
-    monkeypatch.setitem(acts._FIXED, "sigmoid", acts.Activation("sigmoid", good.apply, wrong))
-    original_ops = network.backprop_ops
-
-    def wrong_ops(act, a, delta, tmp):  # type: ignore[no-untyped-def]
-        if act.name != "sigmoid":
-            return original_ops(act, a, delta, tmp)
-        return [
-            functools.partial(np.copyto, tmp, a),
-            functools.partial(np.multiply, delta, tmp, delta),
-        ]
-
-    monkeypatch.setattr(network, "backprop_ops", wrong_ops)
+    monkeypatch.setitem(acts.ACTIVATIONS, "sigmoid", dataclasses.replace(good, derivative=wrong))
 
 
 BREAKAGES = {"scaled-gradient": scale_first_gradient, "wrong-derivative": wrong_sigmoid_derivative}
@@ -128,9 +111,10 @@ def test_a_broken_backward_pass_fails_the_run(
 
     experiment = f"gc-{breakage}"
     ovs = ["train.gradcheck=true", "train.epochs=3", f"tracking.experiment={experiment}", *QUICK]
-    with pytest.raises(RunFailed, match="gradient check failed") as info:
-        run(compose_config(*ovs, f"tracking.uri={store}"), make_sink, tmp_path / "out", ovs)
-    assert "train.gradcheck_threshold=1e-05" in str(info.value)
+    outcome = run(compose_config(*ovs, f"tracking.uri={store}"), tmp_path / "out", ovs)
+    assert outcome.status == "FAILED" and outcome.failure
+    assert "gradient check failed" in outcome.failure
+    assert "train.gradcheck_threshold=1e-05" in outcome.failure
 
     client = MlflowClient(store)
     exp = client.get_experiment_by_name(experiment)

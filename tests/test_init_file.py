@@ -18,11 +18,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config, fresh_store
-from mlplab.cli import make_sink
+from conftest import compose_config, fresh_store, initial_network, job_of
 from mlplab.config import validate
 from mlplab.errors import ConfigError, DataError
-from mlplab.pipeline import build_network, generate_data, make_rngs, run
+from mlplab.pipeline import run
 from mlplab.trace import build_trace
 from mlplab.weights import save_weights
 
@@ -62,9 +61,7 @@ def wrong_shape_file(tmp_path: Path) -> Path:
 def network_from(path: Path, *overrides: str):  # type: ignore[no-untyped-def]
     cfg = compose_config("model.init=file", f"model.init_file={path}", *overrides)
     validate(cfg)
-    rngs = make_rngs(cfg.seed)
-    data = generate_data(cfg, rngs["data"])
-    return cfg, build_network(cfg, data, rngs["init"])
+    return cfg, initial_network(job_of(cfg))
 
 
 # -- bad files -----------------------------------------------------------------------------
@@ -108,7 +105,7 @@ def test_a_bad_file_is_refused_before_the_store_is_touched(
     db = tmp_path / "mlflow.db"
     ovs = ["model.init=file", f"model.init_file={wrong_shape_file}", *QUICK]
     with pytest.raises(DataError):
-        run(compose_config(*ovs, f"tracking.uri=sqlite:///{db}"), make_sink, tmp_path / "out", ovs)
+        run(compose_config(*ovs, f"tracking.uri=sqlite:///{db}"), tmp_path / "out", ovs)
     assert not db.exists()  # no store opened, so no run left RUNNING
     assert not (tmp_path / "out").exists()
 
@@ -181,7 +178,7 @@ def test_textbook_numbers_from_a_logged_run(
         "train.epochs=1",
         *QUICK,
     ]
-    outcome = run(compose_config(*ovs, f"tracking.uri={store}"), make_sink, tmp_path / "out", ovs)
+    outcome = run(compose_config(*ovs, f"tracking.uri={store}"), tmp_path / "out", ovs)
     assert outcome.status == "FINISHED"
     trace = json.loads((tmp_path / "out" / "trace" / "step1.json").read_text())
     rows = np.asarray(trace["values"]["x_bias"])[:, 1:]

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlplab.cli import make_sink
 from mlplab.config import Config
 from mlplab.pipeline import run
 from mlplab.weights import load_weights
@@ -72,7 +71,7 @@ def test_pyfunc_model_predicts_what_the_pipeline_predicted(
             "optimizer.lr=0.01",
         ]
     cfg = make_cfg(*overrides)
-    outcome = run(cfg, make_sink, tmp_path / "out", progress=False)
+    outcome = run(cfg, tmp_path / "out", progress=False)
     assert outcome.run_id is not None
     run_id = outcome.run_id
     client = MlflowClient(tracking_uri=tracking)

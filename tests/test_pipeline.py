@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from conftest import SPEC_ARTIFACTS, artifact_paths, run_cli
-from mlplab.cli import make_sink
+from mlplab.nn import MLP, OptimizerSpec, TrainData, TrainSettings, fit, make_optimizer
 from mlplab.pipeline import run
 from mlplab.weights import load_weights, weights_sha256
 
@@ -94,28 +94,21 @@ def test_training_csv_is_exactly_what_the_network_saw(make_cfg, store, tmp_path)
         "data.n_samples=50",
         "tracking.log_model=false",
     )
-    outcome = run(cfg, make_sink, tmp_path / "out")
+    outcome = run(cfg, tmp_path / "out")
     out = tmp_path / "out"
     train = pd.read_csv(out / "data" / "train.csv")
     X, T = train[["x1", "x2"]].to_numpy(), train[["y1", "y2"]].to_numpy()
-    from mlplab.nn import MLP, TrainSettings, fit, make_optimizer
-
     net = MLP([2, 2, 2])
     net.set_weights(load_weights(out / "weights" / "initial.npz"))
-    fit(
-        net,
-        X,
-        T,
-        make_optimizer("sgd", net.weights, cfg.optimizer.lr),
-        TrainSettings(epochs=30, batch_size=16, shuffle=False, tol=0.0),
-        np.random.default_rng(0),
-    )
-    assert weights_sha256(net.weights) == outcome.weights_sha256
+    settings = TrainSettings(epochs=30, batch_size=16, shuffle=False, tol=0.0)
+    opt = make_optimizer(net.weights, [OptimizerSpec("sgd", cfg.optimizer.lr)])
+    (result,) = fit(net, TrainData(X, T), opt, [settings], [np.random.default_rng(0)])
+    assert weights_sha256(result.weights) == outcome.weights_sha256
 
 
 def test_tracking_disabled_writes_files_but_no_store(make_cfg, tmp_path):
     cfg = make_cfg("tracking.enabled=false", "plot.enabled=false", "train.epochs=20")
-    outcome = run(cfg, make_sink, tmp_path / "out")
+    outcome = run(cfg, tmp_path / "out")
     assert outcome.run_id is None and outcome.status == "FINISHED"
     assert (tmp_path / "out" / "weights" / "final.npz").is_file()
     assert not (tmp_path / "mlflow.db").exists()
@@ -131,7 +124,7 @@ def test_val_split_logs_val_rmse_every_epoch(make_cfg, store, tmp_path):
         "train.tol=0",
         "tracking.log_model=false",
     )
-    outcome = run(cfg, make_sink, tmp_path / "out")
+    outcome = run(cfg, tmp_path / "out")
     client = MlflowClient(store)
     assert [h.step for h in client.get_metric_history(outcome.run_id, "val_rmse")] == list(
         range(1, 26)
@@ -154,7 +147,7 @@ def test_example_experiments_reach_their_claims(
     make_cfg, store, tmp_path, experiment, metric, bound
 ):
     cfg = make_cfg(f"experiment={experiment}", f"tracking.uri={store}", "plot.animate=false")
-    outcome = run(cfg, make_sink, tmp_path / "out")
+    outcome = run(cfg, tmp_path / "out")
     value = MlflowClient(store).get_run(outcome.run_id).data.metrics[metric]
     if metric == "test_rmse":
         assert value < bound

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 
@@ -9,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import mlplab.plots
 from mlplab.plots import (
     animate_decision_boundary,
     animate_network,
@@ -17,16 +21,26 @@ from mlplab.plots import (
     network_node_names,
     plot_decision_boundary,
     plot_network,
+    plot_objective,
     plot_predictions,
     plot_rmse,
+    plot_sweep_curves,
+    plot_sweep_params,
     save_gif,
 )
 from mlplab.plots import predictions as predictions_module
 from mlplab.plots.curves import wants_log_scale
+from mlplab.report import ChildRecord, summary_rows
 
 GREEN = (0, 128, 0)  # matplotlib / networkx "green"
 RED = (255, 0, 0)  # "red"
 BLUE = (0, 0, 255)  # "blue"
+GREY = (128, 128, 128)  # "grey": edges of non-finite weights, medians of a sweep panel
+RED_HALF = (255, 128, 128)  # "red" at alpha 0.5 over white: predicted points
+TAB_BLUE = (31, 119, 180)  # "tab:blue" = "C0"
+TAB_ORANGE = (255, 127, 14)  # "C1"
+TAB_GREEN = (44, 160, 44)  # "C2"
+TAB_RED = (214, 39, 40)  # "C3"
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -46,17 +60,33 @@ def _tint(hex_colour: str, alpha: float) -> tuple[int, int, int]:
     return r, g, b
 
 
+def _reddish(arr: np.ndarray) -> int:
+    """Pixels clearly red (red well above green and blue), whatever their shade."""
+    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
+    return int(((r - g > 60) & (r - b > 40)).sum())
+
+
+def _greenish(arr: np.ndarray) -> int:
+    """Pixels clearly green (green well above red and blue), whatever their shade."""
+    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
+    return int(((g - r > 40) & (g - b > 20)).sum())
+
+
 def _distinct_colours(arr: np.ndarray) -> int:
     packed = (arr[..., 0] << 16) | (arr[..., 1] << 8) | arr[..., 2]
     return int(np.unique(packed).size)
 
 
-def _check_png(path: Path, size: tuple[int, int], min_colours: int = 50) -> np.ndarray:
-    """The file exists, is a PNG of ``size`` (±1 px) and is not blank."""
+def _png_size(path: Path) -> tuple[int, int]:
     assert path.is_file()
     with Image.open(path) as im:
         assert im.format == "PNG"
-        width, height = im.size
+        return im.size
+
+
+def _check_png(path: Path, size: tuple[int, int], min_colours: int = 50) -> np.ndarray:
+    """The file exists, is a PNG of ``size`` (±1 px) and is not blank."""
+    width, height = _png_size(path)
     assert abs(width - size[0]) <= 1 and abs(height - size[1]) <= 1, (width, height)
     arr = _rgb(path)
     assert _distinct_colours(arr) > min_colours, _distinct_colours(arr)
@@ -117,23 +147,24 @@ def test_all_positive_network_has_no_red(tmp_path: Path) -> None:
     weights = [np.abs(TUTORIAL_V) + 0.1, np.abs(TUTORIAL_W) + 0.1]
     arr = _check_png(plot_network(weights, tmp_path / "pos.png"), (700, 420))
     assert _near(arr, GREEN) > 300
-    assert _near(arr, RED) < 20
+    assert _reddish(arr) < 20
 
 
 def test_wide_network_graph(tmp_path: Path) -> None:
     weights = _random_weights([3, 64, 64, 2])
     arr = _check_png(plot_network(weights, tmp_path / "wide.png"), (900, 1100))
-    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
-    greenish = (g - np.maximum(r, b) > 40).sum()  # green edges blended with white
-    reddish = ((r - g > 60) & (r - b > 60) & (np.abs(g - b) < 30)).sum()  # red edges
-    assert greenish > 500 and reddish > 500
+    # faint edges: green and red blended with white
+    assert _greenish(arr) > 500 and _reddish(arr) > 500
 
 
 def test_very_wide_network_falls_back_to_heatmaps(tmp_path: Path) -> None:
     weights = _random_weights([3, 200, 2])
     arr = _check_png(plot_network(weights, tmp_path / "huge.png"), (820, 550))
-    # RdYlGn heatmaps: plenty of distinct shades, and no edge lines drawn in pure green.
+    # RdYlGn heatmaps: plenty of distinct shades, large red and green areas, and no edge
+    # drawn in the graph's pure green (RdYlGn's greens are bluer than that).
     assert _distinct_colours(arr) > 200
+    assert _reddish(arr) > 5000 and _greenish(arr) > 5000
+    assert _near(arr, GREEN) < 20
 
 
 def test_network_with_non_finite_weights_does_not_crash(tmp_path: Path) -> None:
@@ -141,7 +172,11 @@ def test_network_with_non_finite_weights_does_not_crash(tmp_path: Path) -> None:
     v[1, 0] = np.nan
     w = TUTORIAL_W.copy()
     w[0, 1] = np.inf
-    _check_png(plot_network([v, w], tmp_path / "nan.png"), (700, 420))
+    arr = _check_png(plot_network([v, w], tmp_path / "nan.png"), (700, 420))
+    # the two non-finite weights are drawn as the widest edges, in grey (anti-aliased
+    # text alone gives a few hundred such pixels); the finite ones keep their colours
+    assert _near(arr, GREY, tol=10) > 1500
+    assert _near(arr, GREEN) > 300 and _near(arr, RED) > 300
 
 
 # ---------------------------------------------------------------- curves
@@ -162,7 +197,10 @@ def test_plot_rmse(tmp_path: Path) -> None:
 def test_plot_rmse_with_accuracy_and_divergence(tmp_path: Path) -> None:
     rmse = np.array([0.5, 0.4, 0.6, np.inf, np.nan])
     history = {"train_rmse": rmse, "train_accuracy": np.array([0.2, 0.5, 0.6, 0.1, 0.0])}
-    _check_png(plot_rmse(history, tmp_path / "acc.png", title="diverged"), (700, 650))
+    arr = _check_png(plot_rmse(history, tmp_path / "acc.png", title="diverged"), (700, 650))
+    assert _near(arr, TAB_BLUE, tol=10) > 100  # the finite part of the train RMSE
+    assert _near(arr, TAB_GREEN, tol=10) > 100  # train accuracy, in its own panel
+    assert _near(arr, TAB_RED, tol=10) < 20  # no validation accuracy was given
 
 
 # ---------------------------------------------------------------- predictions
@@ -179,7 +217,7 @@ def test_predictions_tutorial_2_to_2(tmp_path: Path) -> None:
     Y_pred = Y + 0.02 * rng.standard_normal(Y.shape)
     arr = _check_png(plot_predictions(X, Y, Y_pred, tmp_path / "pred.png"), (600, 740))
     assert _near(arr, BLUE, tol=20) > 200  # actual points
-    assert _near(arr, (255, 128, 128), tol=20) > 200  # predicted points, red at alpha 0.5
+    assert _near(arr, RED_HALF, tol=20) > 200  # predicted points, red at alpha 0.5
 
 
 def test_predictions_one_input(tmp_path: Path) -> None:
@@ -194,7 +232,10 @@ def test_predictions_many_inputs(tmp_path: Path) -> None:
     X = rng.standard_normal((80, 10))
     Y = X[:, :3] * 2.0
     path = plot_predictions(X, Y, Y + 0.1 * rng.standard_normal(Y.shape), tmp_path / "p10.png")
-    _check_png(path, (780, 720))
+    arr = _check_png(path, (780, 720))
+    # predicted against actual: red points (alpha 0.5) only, no blue "actual" series
+    assert _near(arr, RED_HALF, tol=20) > 150
+    assert _near(arr, BLUE, tol=20) == 0
 
 
 def test_predictions_panels_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,7 +243,8 @@ def test_predictions_panels_are_capped(tmp_path: Path, monkeypatch: pytest.Monke
     rng = np.random.default_rng(4)
     Y = rng.standard_normal((30, 5))
     path = plot_predictions(rng.standard_normal((30, 3)), Y, Y, tmp_path / "cap.png")
-    _check_png(path, (780, 390))  # 1 × 2 grid of panels, not 2 × 3
+    arr = _check_png(path, (780, 390))  # 1 × 2 grid of panels, not 2 × 3
+    assert _near(arr, RED_HALF, tol=20) > 50
 
 
 def test_predictions_classification(tmp_path: Path) -> None:
@@ -213,7 +255,10 @@ def test_predictions_classification(tmp_path: Path) -> None:
     path = plot_predictions(
         rng.standard_normal((90, 2)), Y, Y_pred, tmp_path / "cm.png", classification=True
     )
-    _check_png(path, (660, 545))
+    arr = _check_png(path, (660, 545))
+    # a "Blues" confusion matrix whose diagonal (most samples) is dark; no scatter
+    assert _near(arr, (8, 48, 107), tol=20) > 5000
+    assert _near(arr, RED_HALF, tol=20) == 0
 
 
 def test_predictions_shape_mismatch() -> None:
@@ -258,6 +303,7 @@ def test_animate_network(tmp_path: Path) -> None:
     assert len(frames) == len(snapshots)
     assert frames[0].shape == (320, 480, 3)
     assert not np.array_equal(frames[0], frames[-1])
+    assert _near(frames[0], GREEN) > 100 and _near(frames[0], RED) > 100
 
 
 def test_animate_network_unchanged_weights_keeps_every_frame(tmp_path: Path) -> None:
@@ -292,3 +338,120 @@ def test_animate_decision_boundary(tmp_path: Path) -> None:
     frames = _gif_frames(path)
     assert len(frames) == 3
     assert not np.array_equal(frames[0], frames[-1])
+
+
+def test_animations_scale_with_dpi(tmp_path: Path) -> None:
+    snapshots = {e: _random_weights([2, 3, 2], seed=e) for e in (0, 1)}
+    path = animate_network(snapshots, None, tmp_path / "net.gif", dpi=50)
+    assert _gif_frames(path)[0].shape == (160, 240, 3)  # half of 480 × 320
+
+    def predict(weights: list[np.ndarray], points: np.ndarray) -> np.ndarray:
+        return np.column_stack([-points[:, 0], points[:, 0]])
+
+    X = np.random.default_rng(8).standard_normal((20, 2))
+    path = animate_decision_boundary(
+        snapshots, predict, X, X[:, 0] > 0, tmp_path / "db.gif", dpi=50
+    )
+    assert _gif_frames(path)[0].shape == (160, 240, 3)
+
+
+# ---------------------------------------------------------------- sweep reports
+
+
+def _children(n: int, failed: int = 0) -> list[ChildRecord]:
+    """``n`` finished children sweeping the learning rate and the hidden width, then
+    ``failed`` failed ones without a test RMSE."""
+    children = []
+    for i in range(n + failed):
+        lr, hidden = f"{0.001 * 2.0**i:g}", f"[{2 ** (i % 3 + 1)}]"
+        overrides = [f"optimizer.lr={lr}", f"model.hidden={hidden}"]
+        done = i < n
+        children.append(
+            ChildRecord(
+                f"{i:032x}",
+                f"lr={lr} hidden={hidden}",
+                "FINISHED" if done else "FAILED",
+                overrides,
+                {"test_rmse": 0.5 / (i + 1), "epochs_run": 10.0} if done else {"epochs_run": 2.0},
+                failure_reason="" if done else "diverged at epoch 3: loss=inf",
+                history=list(np.geomspace(1.0, 0.5 / (i + 1), 10)) if done else [0.5, 4.0],
+            )
+        )
+    return children
+
+
+def test_sweep_curves(tmp_path: Path) -> None:
+    arr = _check_png(plot_sweep_curves(_children(2, failed=1), tmp_path / "c.png"), (1000, 600))
+    # one colour per child, in run-name order (the failed child is dashed and short)
+    assert _near(arr, TAB_BLUE, tol=10) > 200
+    assert _near(arr, TAB_ORANGE, tol=10) > 200
+    assert _near(arr, TAB_GREEN, tol=10) > 20
+    empty = [ChildRecord("a", "no history", "FAILED")]
+    arr = _check_png(plot_sweep_curves(empty, tmp_path / "e.png"), (1000, 600), min_colours=10)
+    assert _near(arr, TAB_BLUE, tol=10) == 0  # "no RMSE history", no curve
+
+
+def test_sweep_params(tmp_path: Path) -> None:
+    keys = ["optimizer.lr", "model.hidden"]
+    rows = summary_rows(_children(12, failed=2), keys)
+    arr = _check_png(plot_sweep_params(rows, keys, tmp_path / "p.png"), (720, 380))
+    # points in tab:blue at alpha 0.8; grey medians joining the 3 hidden-width categories
+    assert _near(arr, _tint("#1f77b4", 0.8), tol=12) > 100
+    assert _near(arr, GREY, tol=10) > 50
+    arr = _check_png(plot_sweep_params(rows, [], tmp_path / "n.png"), (400, 380))
+    assert _near(arr, _tint("#1f77b4", 0.8), tol=12) > 20  # against the run name
+
+
+def test_plot_objective(tmp_path: Path) -> None:
+    values = [0.5, None, 0.3, float("nan"), 0.4, 0.1, 0.2]
+    arr = _check_png(plot_objective(values, tmp_path / "o.png"), (700, 400))
+    assert _near(arr, TAB_BLUE, tol=10) > 50  # the trials
+    assert _near(arr, TAB_RED, tol=10) > 300  # the best-so-far steps
+    arr = _check_png(plot_objective([None], tmp_path / "f.png"), (700, 400), min_colours=10)
+    assert _near(arr, TAB_RED, tol=10) == 0  # no finished trial: nothing drawn
+
+
+# ---------------------------------------------------------------- dpi and imports
+
+#: Every still figure, drawn at a given dpi.
+STILL_FIGURES: dict[str, Callable[[Path, float], Path]] = {
+    "rmse": lambda p, dpi: plot_rmse({"train_rmse": np.geomspace(1, 0.1, 20)}, p, dpi=dpi),
+    "predictions": lambda p, dpi: plot_predictions(
+        np.eye(3), np.eye(3), np.eye(3) * 0.9, p, dpi=dpi
+    ),
+    "network": lambda p, dpi: plot_network([TUTORIAL_V, TUTORIAL_W], p, dpi=dpi),
+    "decision_boundary": lambda p, dpi: plot_decision_boundary(
+        lambda x: x, np.eye(2), np.eye(2), p, dpi=dpi
+    ),
+    "sweep_curves": lambda p, dpi: plot_sweep_curves(_children(2), p, dpi=dpi),
+    "sweep_params": lambda p, dpi: plot_sweep_params(
+        summary_rows(_children(3), ["optimizer.lr"]), ["optimizer.lr"], p, dpi=dpi
+    ),
+    "objective": lambda p, dpi: plot_objective([0.3, 0.2], p, dpi=dpi),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STILL_FIGURES))
+def test_dpi_scales_the_png(tmp_path: Path, name: str) -> None:
+    small = _png_size(STILL_FIGURES[name](tmp_path / "50.png", 50))
+    large = _png_size(STILL_FIGURES[name](tmp_path / "200.png", 200))
+    for s, g in zip(small, large, strict=True):
+        assert abs(g - 4 * s) <= 4, (small, large)  # 4 × the pixels, up to rounding
+
+
+def test_importing_plots_does_not_import_matplotlib() -> None:
+    code = (
+        "import sys, mlplab.plots\n"
+        "assert 'matplotlib' not in sys.modules and 'networkx' not in sys.modules\n"
+        "from mlplab.plots import plot_rmse\n"
+        "assert 'matplotlib' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_public_names_resolve() -> None:
+    for name in mlplab.plots.__all__:
+        function = getattr(mlplab.plots, name)
+        assert callable(function) and function.__module__.startswith("mlplab.plots.")
+        assert name in dir(mlplab.plots)
+    assert not hasattr(mlplab.plots, "no_such_plot")

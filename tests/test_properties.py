@@ -25,12 +25,22 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
-from mlplab.config import ACTIVATIONS, Config, DataConfig, validate
+from mlplab.config import Config, DataConfig, validate
 from mlplab.data import Dataset, generate
 from mlplab.errors import ConfigError, DataError
-from mlplab.nn import MLP, TrainSettings, add_bias, fit, init_weights, make_optimizer
+from mlplab.nn import (
+    MLP,
+    OptimizerSpec,
+    TrainData,
+    TrainSettings,
+    add_bias,
+    fit,
+    init_weights,
+    make_optimizer,
+)
+from mlplab.nn.activations import HIDDEN_ACTIVATIONS as ACTIVATIONS
 from mlplab.nn.gradcheck import backprop_gradients, gradient_check
-from mlplab.pipeline import build_network, generate_data, make_rngs, train
+from mlplab.pipeline import prepare, train
 from mlplab.weights import weights_sha256
 
 SETTINGS = settings(
@@ -157,24 +167,23 @@ def test_shapes_and_dtypes_hold(
     assert [g.shape for g in grads] == [W.shape for W in net.weights]
     assert all(g.dtype == np.dtype(dtype) for g in grads)
     batch = None if seed % 3 == 0 else 1 + seed % n
-    opt = make_optimizer(
-        optimizer, net.weights, 1e-3, momentum=0.5 if optimizer == "momentum" else 0.0
-    )
-    result = fit(
+    spec = OptimizerSpec(optimizer, 1e-3, momentum=0.5 if optimizer == "momentum" else 0.0)
+    (result,) = fit(
         net,
-        p["X"],
-        p["T"],
-        opt,
-        TrainSettings(
-            epochs=epochs,
-            batch_size=batch,
-            shuffle=shuffle,
-            loss=p["loss"],
-            reduction=p["reduction"],
-            tol=0.0,
-            classification=p["loss"] == "cross_entropy",
-        ),
-        np.random.default_rng(seed),
+        TrainData(p["X"], p["T"]),
+        make_optimizer(net.weights, [spec]),
+        [
+            TrainSettings(
+                epochs=epochs,
+                batch_size=batch,
+                shuffle=shuffle,
+                loss=p["loss"],
+                reduction=p["reduction"],
+                tol=0.0,
+                classification=p["loss"] == "cross_entropy",
+            )
+        ],
+        [np.random.default_rng(seed)],
     )
     assert result.failure is None and not result.interrupted
     assert result.epochs_run == epochs
@@ -213,12 +222,9 @@ def configs(draw: st.DrawFn) -> Config:
 
 
 def _train_once(cfg: Config) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    rngs = make_rngs(cfg.seed)
-    data = generate_data(cfg, rngs["data"])
-    net = build_network(cfg, data, rngs["init"])
-    initial = net.get_weights()
-    result = train(cfg, net, data, rngs["shuffle"])
-    return initial, result.weights
+    job = prepare(cfg, Path("/nonexistent-out"))
+    (result,) = train([job])
+    return job.initial, result.weights
 
 
 @settings(max_examples=25, deadline=None)

@@ -18,7 +18,6 @@ from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
 from mlplab.pipeline import run
-from mlplab.report import ChildRecord, best_row, format_table, summary_frame
 from mlplab.sweep import child_name_template, hydra_override
 from mlplab.tracking import NullSink
 
@@ -168,7 +167,7 @@ def test_same_weights_alone_sequential_and_parallel(
             "plot.enabled=false",
             "trace.enabled=false",
         )
-        outcome = run(cfg, lambda c: NullSink(), tmp_path / optimizer, progress=False)
+        outcome = run(cfg, tmp_path / optimizer, sink=NullSink(), progress=False)
         assert outcome.weights_sha256 == by_config[("[4]", optimizer)]
 
 
@@ -205,31 +204,6 @@ def test_diverging_child_fails_alone_and_the_parent_reports_it(tmp_path: Path) -
 
 
 # -- the pure parts -----------------------------------------------------------------------
-def test_summary_sorts_by_test_rmse_and_keeps_failures_last() -> None:
-    children = [
-        ChildRecord(
-            "a",
-            "lr=1",
-            "FAILED",
-            ["optimizer.lr=1"],
-            {"epochs_run": 3.0},
-            failure_reason="diverged at epoch 4: loss=inf",
-        ),
-        ChildRecord(
-            "b", "lr=0.1", "FINISHED", ["optimizer.lr=0.1"], {"test_rmse": 0.2, "epochs_run": 50.0}
-        ),
-        ChildRecord(
-            "c", "lr=0.2", "FINISHED", ["optimizer.lr=0.2"], {"test_rmse": 0.1, "epochs_run": 50.0}
-        ),
-    ]
-    frame = summary_frame(children, ["optimizer.lr"])
-    assert list(frame["run_id"]) == ["c", "b", "a"]
-    assert list(frame["optimizer.lr"]) == ["0.2", "0.1", "1"]
-    best = best_row(frame)
-    assert best is not None and best["run_id"] == "c"
-    assert "diverged" in format_table(frame)
-
-
 def test_overrides_handed_to_jobs_survive_hydra_parsing() -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 

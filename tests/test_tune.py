@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +18,18 @@ from optuna.trial import FixedTrial, TrialState
 
 from conftest import run_cli
 from mlplab.errors import ConfigError
-from mlplab.tune import (
-    TuneSettings,
-    counted_trials,
-    load_settings,
-    open_storage,
-    parse_space,
-    suggest,
-    validate_settings,
+from mlplab.tracking import open_store
+from mlplab.tune import StudyOutcome, load_settings, run_study
+from mlplab.tune import study as tune_study
+from mlplab.tune.space import TuneSettings, parse_space, suggest, validate_settings
+from mlplab.tune.study import counted_trials, open_storage
+
+EXPERIMENT = "tune-test"
+RUN_OVERRIDES = (
+    f"tracking.experiment={EXPERIMENT}",
+    "tracking.log_model=false",
+    "plot.enabled=false",
+    "train.epochs=50",
 )
 
 
@@ -29,14 +38,20 @@ def tune(tmp: Path, *args: str) -> Any:
         "tune.study_name=test-study",
         f"tune.out_dir={tmp / 'out'}",
         f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
-        "tracking.experiment=tune-test",
-        "tracking.log_model=false",
-        "plot.enabled=false",
-        "train.epochs=50",
+        *RUN_OVERRIDES,
         *args,
         script="pipelines/tune.py",
         timeout=600,
     )
+
+
+def tune_here(tmp: Path, n_trials: int) -> StudyOutcome:
+    """One session of the study in this process (one worker: the trials run here)."""
+    settings = load_settings(
+        "default",
+        ["study_name=test-study", f"out_dir={tmp / 'out'}", f"n_trials={n_trials}", "n_jobs=1"],
+    )
+    return run_study(settings, [f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}", *RUN_OVERRIDES])
 
 
 def study_of(tmp: Path) -> optuna.Study:
@@ -54,6 +69,7 @@ def test_parallel_study_logs_children_and_resumes(tmp_path: Path) -> None:
     study = study_of(tmp_path)  # the journal beside the MLflow store
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     pids = {t.user_attrs["pid"] for t in study.trials}
+    assert len(pids) == 2  # both workers ran trials
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent_id = study.user_attrs["mlflow_parent_run_id"]
     parent = client.get_run(parent_id)
@@ -67,9 +83,12 @@ def test_parallel_study_logs_children_and_resumes(tmp_path: Path) -> None:
         key, _, value = item.partition("=")
         assert tags[f"best.{key}"] == value
     assert parent.data.metrics["best_value"] == pytest.approx(best.value, rel=1e-12)
+    (alone,) = [line for line in first.stdout.splitlines() if "run it alone:" in line]
+    assert "train.epochs=50" in alone and "train.epochs=3000" not in alone  # the last value
+    assert "tracking." not in alone
 
     def children() -> list[Any]:
-        exp = client.get_experiment_by_name("tune-test")
+        exp = client.get_experiment_by_name(EXPERIMENT)
         assert exp is not None
         return client.search_runs(
             [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
@@ -90,7 +109,7 @@ def test_parallel_study_logs_children_and_resumes(tmp_path: Path) -> None:
     study = study_of(tmp_path)
     assert len(study.trials) == 5
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
-    assert len(pids) >= 1 and study.trials[4].user_attrs["pid"] not in pids
+    assert study.trials[4].user_attrs["pid"] not in pids
     assert study.user_attrs["mlflow_parent_run_id"] == parent_id
     assert len(children()) == 5
     assert client.get_run(parent_id).info.status == "FINISHED"
@@ -99,8 +118,71 @@ def test_parallel_study_logs_children_and_resumes(tmp_path: Path) -> None:
 def test_a_bad_override_is_refused_before_any_trial(tmp_path: Path) -> None:
     proc = tune(tmp_path, "tune.n_trials=2", "model.activation=nope")
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: model.activation='nope'")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: model.activation: Invalid value 'nope', expected one of [")
     assert not (tmp_path / "optuna.journal").exists()
+
+
+# -- a store that fails, a process that died -------------------------------------------------
+class ArtifactsBlocked(tune_study.TrialSink):
+    """A trial's real sink whose run cannot store artifacts once created: a regular file
+    stands where MLflow puts the run's artifact folder, so the store fails for real when
+    the finished run logs its files."""
+
+    def start(self, params: dict[str, str], tags: dict[str, str], run_name: str | None) -> None:
+        super().start(params, tags, run_name)
+        assert self.run_id is not None
+        uri = self.inner.store.uri  # a StoreSink: a study's children are written from here
+        folder = Path(
+            MlflowClient(uri).get_run(self.run_id).info.artifact_uri.removeprefix("file://")
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.write_text("not a folder")
+
+
+def test_a_store_that_fails_after_training_gives_a_complete_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(tune_study, "TrialSink", ArtifactsBlocked)
+    outcome = tune_here(tmp_path, n_trials=1)
+    (trial,) = study_of(tmp_path).trials
+    assert trial.state == TrialState.COMPLETE
+    assert outcome.status == "FINISHED" and outcome.best is not None
+    assert outcome.best.value == trial.value
+    folder = Path(trial.user_attrs["fallback_folder"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "FINISHED"
+    assert manifest["metrics"]["test_rmse"][-1][1] == pytest.approx(trial.value, rel=1e-12)
+    assert (folder / "artifacts" / "weights" / "final.npz").is_file()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(folder) in w and w.startswith("trial 0: ") for w in warnings), warnings
+
+
+def test_a_stale_trial_is_failed_and_run_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    stale_run = open_store(uri).create_run(EXPERIMENT, "stale", {})
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # reaped: its pid is a process that is gone
+    journal = optuna.create_study(
+        study_name="test-study", storage=open_storage(str(tmp_path / "optuna.journal"))
+    )
+    for pid, run_id in ((proc.pid, stale_run), (os.getpid(), None)):  # dead, alive
+        trial = journal.ask()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", pid)
+        if run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+
+    outcome = tune_here(tmp_path, n_trials=2)
+    assert "1 trial(s) of an interrupted session will be run again" in capsys.readouterr().out
+    states = [t.state for t in study_of(tmp_path).trials]
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.COMPLETE]
+    assert "failure_reason" not in study_of(tmp_path).trials[0].user_attrs  # it did not count
+    assert outcome.best is not None and outcome.best.number == 2
+    assert MlflowClient(uri).get_run(stale_run).info.status == "KILLED"
 
 
 # -- the pure parts -----------------------------------------------------------------------
@@ -136,12 +218,12 @@ def test_bad_search_spaces_name_the_key(space: dict[str, Any], key: str) -> None
 
 
 def test_trials_cut_short_are_run_again_but_failed_runs_count() -> None:
-    study = optuna.create_study()
-    for retry in (False, True):
-        trial = study.ask()
-        if retry:
-            trial.set_user_attr("retry", True)
-        study.tell(trial, state=TrialState.FAIL)
-    study.tell(study.ask(), 1.0)
-    study.ask()  # running
-    assert counted_trials(study) == 3
+    journal = optuna.create_study()
+    for reason in (None, "diverged"):
+        trial = journal.ask()
+        if reason:
+            trial.set_user_attr("failure_reason", reason)
+        journal.tell(trial, state=TrialState.FAIL)
+    journal.tell(journal.ask(), 1.0)
+    journal.ask()  # running
+    assert counted_trials(journal) == 3

@@ -125,23 +125,34 @@ CASES = [
         ["data.task", "regression"],
     ),
     # -- values: names and combinations ------------------------------------------------------
+    # -- choices: the schema's Enums, refused by Hydra with the list of members --------------
     Case(
         "unknown-activation",
         lambda d: ["model.activation=swish"],
-        ["model.activation", "swish", "tanh"],
+        [
+            "model.activation",
+            "swish",
+            "expected one of [sigmoid, tanh, relu, leaky_relu, identity]",
+        ],
+        True,
     ),
     Case(
         "unknown-output-activation",
         lambda d: ["model.output_activation=gelu"],
-        ["model.output_activation", "softmax"],
+        ["model.output_activation", "gelu", "softmax"],
+        True,
     ),
-    Case("softmax-hidden", lambda d: ["model.activation=softmax"], ["model.activation"]),
-    Case("unknown-init", lambda d: ["model.init=orthogonal"], ["model.init", "xavier"]),
-    Case("unknown-loss", lambda d: ["train.loss=hinge"], ["train.loss", "cross_entropy"]),
-    Case("unknown-reduction", lambda d: ["train.reduction=max"], ["train.reduction", "mean"]),
-    Case("unknown-dtype", lambda d: ["train.dtype=float16"], ["train.dtype", "float32"]),
+    # softmax is an output activation only: not a hidden layer's choice
+    Case("softmax-hidden", lambda d: ["model.activation=softmax"], ["model.activation"], True),
+    Case("unknown-init", lambda d: ["model.init=orthogonal"], ["model.init", "xavier"], True),
+    Case("unknown-loss", lambda d: ["train.loss=hinge"], ["train.loss", "cross_entropy"], True),
+    Case("unknown-reduction", lambda d: ["train.reduction=max"], ["train.reduction", "mean"], True),
+    Case("unknown-dtype", lambda d: ["train.dtype=float16"], ["train.dtype", "float32"], True),
     Case(
-        "unknown-optimizer-name", lambda d: ["optimizer.name=rmsprop"], ["optimizer.name", "adam"]
+        "unknown-optimizer-name",
+        lambda d: ["optimizer.name=rmsprop"],
+        ["optimizer.name", "adam"],
+        True,
     ),
     Case(
         "softmax-with-mse",

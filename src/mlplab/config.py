@@ -1,46 +1,76 @@
 """The one config schema: structured configs registered with Hydra, and their validation.
 
 Every key a run reads is declared here with its type and default. ``conf/config.yaml``
-puts ``config_schema`` first in its defaults list, so every YAML file and every
-override is merged into these typed nodes (an unknown key or a wrong type is refused by
-Hydra). :func:`validate` then checks values and combinations before any work starts.
+puts ``config_schema`` first in its defaults list, so every YAML file and every override is
+merged into these typed nodes: Hydra refuses an unknown key, a wrong type, and a choice
+that is not one of its Enum's members (naming the key and listing the members). The
+choices come from where they are implemented: activations and losses from the engine's
+tables, data sources from :data:`mlplab.data.SOURCES`. :func:`validate` then checks
+ranges and combinations before any work starts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mlplab.data import SOURCES, TASKS
 from mlplab.errors import ConfigError, UserError
+from mlplab.nn.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
+from mlplab.nn.losses import LOSSES, REDUCTIONS
+from mlplab.nn.network import INITS
+from mlplab.nn.optimizers import OPTIMIZERS, SCHEDULES, OptimizerSpec
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "identity")
-OUTPUT_ACTIVATIONS = (*ACTIVATIONS, "softmax")
-INITS = ("normal", "xavier", "he", "file")
-OPTIMIZERS = ("sgd", "momentum", "adam")
-SCHEDULES = ("constant", "step", "exponential")
-LOSSES = ("mse", "cross_entropy")
-REDUCTIONS = ("sum", "mean")
 DTYPES = ("float64", "float32")
-TASKS = ("regression", "classification")
-DATASETS = ("tutorial", "xor", "sine", "spiral", "moons", "regression", "csv")
-CLASSIFICATION_DATASETS = ("spiral", "moons", "csv")
-#: Generators whose inputs and outputs have a fixed width (spiral/moons: n_classes outputs).
-FIXED_SHAPES: dict[str, dict[str, int]] = {
-    "xor": {"n_features": 2, "n_outputs": 1},
-    "sine": {"n_features": 1, "n_outputs": 1},
-    "spiral": {"n_features": 2},
-    "moons": {"n_features": 2},
-}
+
+
+def _choices(name: str, values: Iterable[str]) -> type[StrEnum]:
+    """An Enum of config choices (member name = value = the text in YAML and overrides)."""
+    return StrEnum(name, {v: v for v in values}, module=__name__)  # type: ignore[return-value]
+
+
+if TYPE_CHECKING:  # to the type checker a choice is its text
+    DataName: TypeAlias = str
+    Task: TypeAlias = str
+    HiddenActivation: TypeAlias = str
+    OutputActivation: TypeAlias = str
+    InitMethod: TypeAlias = str
+    OptimizerName: TypeAlias = str
+    Schedule: TypeAlias = str
+    LossName: TypeAlias = str
+    Reduction: TypeAlias = str
+    DType: TypeAlias = str
+else:
+    DataName = _choices("DataName", SOURCES)
+    Task = _choices("Task", TASKS)
+    HiddenActivation = _choices("HiddenActivation", HIDDEN_ACTIVATIONS)
+    OutputActivation = _choices("OutputActivation", OUTPUT_ACTIVATIONS)
+    InitMethod = _choices("InitMethod", (*INITS, "file"))
+    OptimizerName = _choices("OptimizerName", OPTIMIZERS)
+    Schedule = _choices("Schedule", SCHEDULES)
+    LossName = _choices("LossName", LOSSES)
+    Reduction = _choices("Reduction", REDUCTIONS)
+    DType = _choices("DType", DTYPES)
 
 
 @dataclass
 class DataConfig:
     """Where the samples come from and how they are split."""
 
-    name: str = "tutorial"
-    task: str = "regression"
+    name: DataName = "tutorial"
+    task: Task = "regression"
     n_samples: int = 50
     n_features: int = 2
     n_outputs: int = 2
@@ -60,27 +90,20 @@ class ModelConfig:
     """The network: hidden widths, activations and initial weights."""
 
     hidden: list[int] = field(default_factory=lambda: [2])
-    activation: str = "sigmoid"
-    output_activation: str = "sigmoid"
+    activation: HiddenActivation = "sigmoid"
+    output_activation: OutputActivation = "sigmoid"
     negative_slope: float = 0.01
-    init: str = "normal"
+    init: InitMethod = "normal"
     init_scale: float = 1.0
     init_file: str | None = None
 
 
 @dataclass
-class OptimizerConfig:
-    """Update rule (PyTorch conventions) and learning-rate schedule."""
+class OptimizerConfig(OptimizerSpec):
+    """Update rule (PyTorch conventions: the engine's spec) and learning-rate schedule."""
 
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.0
-    nesterov: bool = False
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    schedule: str = "constant"
+    name: OptimizerName = "sgd"
+    schedule: Schedule = "constant"
     step_size: int = 1000
     gamma: float = 0.5
 
@@ -92,11 +115,11 @@ class TrainConfig:
     epochs: int = 10000
     batch_size: int | None = None
     shuffle: bool = True
-    loss: str = "mse"
-    reduction: str = "sum"
+    loss: LossName = "mse"
+    reduction: Reduction = "sum"
     tol: float = 1e-6
     patience: int | None = None
-    dtype: str = "float64"
+    dtype: DType = "float64"
     gradcheck: bool = False
     gradcheck_threshold: float = 1e-5
     progress: bool = True
@@ -150,18 +173,22 @@ class Config:
     trace: TraceConfig = field(default_factory=TraceConfig)
 
 
+def hydra_job_context() -> tuple[list[str], Path, bool]:
+    """The running Hydra job's overrides (as typed), output folder, and whether it is a sweep's."""
+    hc = HydraConfig.get()
+    # unresolved: an override holding ${...} is the user's text, not an interpolation to run
+    task = OmegaConf.to_container(hc.overrides.task, resolve=False)
+    overrides = [str(o) for o in task] if isinstance(task, list) else []
+    return overrides, Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
+
+
 def register_configs() -> None:
     """Register the schema with Hydra's ConfigStore as ``config_schema``."""
-    from hydra.core.config_store import ConfigStore
-
     ConfigStore.instance().store(name="config_schema", node=Config)
 
 
 def to_config(cfg: Any) -> Config:
     """Turn a composed DictConfig (possibly with a ``hydra`` node) into a typed :class:`Config`."""
-    from omegaconf import DictConfig, OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     if isinstance(cfg, Config):
         return cfg
     try:
@@ -171,15 +198,14 @@ def to_config(cfg: Any) -> Config:
             container = dict(cfg)
         assert isinstance(container, dict)
         container.pop("hydra", None)
-        merged = OmegaConf.merge(OmegaConf.structured(Config), container)
-        obj = OmegaConf.to_object(merged)
+        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), container))
     except OmegaConfBaseException as exc:  # e.g. +model.depth=3 passes Hydra, not the schema
-        raise _schema_error(exc) from None
+        raise schema_error(exc) from None
     assert isinstance(obj, Config)
     return obj
 
 
-def _schema_error(exc: Exception) -> UserError:
+def schema_error(exc: Exception) -> UserError:
     """One line for a value or key the typed schema refuses."""
     key = str(getattr(exc, "full_key", "") or "")
     hint = unknown_key_hint([f"{key}=?"]) if key else None
@@ -190,9 +216,10 @@ def _schema_error(exc: Exception) -> UserError:
     return UserError(f"{key or 'the config'}: {first}")
 
 
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(key, value, "one of " + ", ".join(allowed))
+# -- validation: ranges and combinations (choices are the schema's Enums) ----------------
+def _at_least(key: str, value: int, low: int, note: str = "") -> None:
+    if value < low:
+        raise ConfigError(key, value, f"an integer >= {low}{note}")
 
 
 def _positive(key: str, value: float | int, *, allow_zero: bool = False) -> None:
@@ -201,26 +228,25 @@ def _positive(key: str, value: float | int, *, allow_zero: bool = False) -> None
         raise ConfigError(key, value, "a number >= 0" if allow_zero else "a number > 0")
 
 
-def _fraction(key: str, value: float) -> None:
-    if not (0.0 <= value < 1.0):
-        raise ConfigError(key, value, "a fraction with 0 <= value < 1")
+def _unit_interval(key: str, value: float, what: str = "0 <= value < 1") -> None:
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(key, value, what)
 
 
-def validate(cfg: Config) -> None:
-    """Check every value and combination; raise :class:`ConfigError` on the first bad one."""
-    d, m, o, t = cfg.data, cfg.model, cfg.optimizer, cfg.train
-    if cfg.seed < 0:
-        raise ConfigError("seed", cfg.seed, "an integer >= 0")
-    _choice("data.name", d.name, DATASETS)
-    _choice("data.task", d.task, TASKS)
+def _existing_file(key: str, path: str | None, what: str) -> None:
+    if not path:
+        raise ConfigError(key, path, f"the path of {what}")
+    if not Path(path).is_file():
+        raise ConfigError(key, path, f"an existing {what}")
+
+
+def _validate_data(d: DataConfig) -> None:
     for key in ("n_samples", "n_features", "n_outputs", "teacher_hidden"):
-        if getattr(d, key) < 1:
-            raise ConfigError(f"data.{key}", getattr(d, key), "an integer >= 1")
-    if d.n_classes < 2:
-        raise ConfigError("data.n_classes", d.n_classes, "an integer >= 2")
+        _at_least(f"data.{key}", getattr(d, key), 1)
+    _at_least("data.n_classes", d.n_classes, 2)
     _positive("data.noise", d.noise, allow_zero=True)
-    _fraction("data.test_fraction", d.test_fraction)
-    _fraction("data.val_fraction", d.val_fraction)
+    _unit_interval("data.test_fraction", d.test_fraction, "a fraction with 0 <= value < 1")
+    _unit_interval("data.val_fraction", d.val_fraction, "a fraction with 0 <= value < 1")
     if d.test_fraction + d.val_fraction >= 1.0:
         raise ConfigError(
             "data.val_fraction",
@@ -228,19 +254,13 @@ def validate(cfg: Config) -> None:
             f"test_fraction + val_fraction < 1 (test_fraction is {d.test_fraction})",
         )
     if d.name == "csv":
-        if not d.path:
-            raise ConfigError("data.path", d.path, "the path of a CSV file (data.name=csv)")
-        if not Path(d.path).is_file():
-            raise ConfigError("data.path", d.path, "an existing, readable CSV file")
-    if d.name in ("spiral", "moons") and d.task != "classification":
-        raise ConfigError("data.task", d.task, f"classification (data.name={d.name})")
-    if d.task == "classification" and d.name not in CLASSIFICATION_DATASETS:
-        raise ConfigError(
-            "data.task", d.task, f"regression (data.name={d.name} makes continuous targets)"
-        )
+        _existing_file("data.path", d.path, "CSV file (data.name=csv)")
+    source = SOURCES[d.name]
+    if d.task not in source.tasks:
+        raise ConfigError("data.task", d.task, f"{' or '.join(source.tasks)} (data.name={d.name})")
     if d.name == "moons" and d.n_classes != 2:
         raise ConfigError("data.n_classes", d.n_classes, "2 (data.name=moons: two half circles)")
-    for key, fixed in FIXED_SHAPES.get(d.name, {}).items():
+    for key, fixed in source.fixed.items():
         if getattr(d, key) != fixed:
             raise ConfigError(
                 f"data.{key}",
@@ -255,55 +275,43 @@ def validate(cfg: Config) -> None:
             f"data.n_features ({d.n_features}): the tutorial maps each input to one output",
         )
 
+
+def _validate_model(m: ModelConfig) -> None:
     for i, width in enumerate(m.hidden):
         if width < 1:
             raise ConfigError(f"model.hidden[{i}]", width, "layer widths >= 1")
-    _choice("model.activation", m.activation, ACTIVATIONS)
-    _choice("model.output_activation", m.output_activation, OUTPUT_ACTIVATIONS)
-    if not 0.0 <= m.negative_slope < 1.0:
-        # leaky_relu is computed as max(z, slope·z): only right for 0 <= slope < 1
-        raise ConfigError("model.negative_slope", m.negative_slope, "0 <= negative_slope < 1")
-    _choice("model.init", m.init, INITS)
+    # leaky_relu is computed as max(z, slope·z): only right for 0 <= slope < 1
+    _unit_interval("model.negative_slope", m.negative_slope, "0 <= negative_slope < 1")
     _positive("model.init_scale", m.init_scale)
     if m.init == "file":
-        if not m.init_file:
-            raise ConfigError(
-                "model.init_file", m.init_file, "the path of an .npz (model.init=file)"
-            )
-        if not Path(m.init_file).is_file():
-            raise ConfigError("model.init_file", m.init_file, "an existing .npz weight file")
+        _existing_file("model.init_file", m.init_file, ".npz weight file (model.init=file)")
 
-    _choice("optimizer.name", o.name, OPTIMIZERS)
+
+def _validate_optimizer(o: OptimizerConfig) -> None:
     _positive("optimizer.lr", o.lr)
-    if not 0.0 <= o.momentum < 1.0:
-        raise ConfigError("optimizer.momentum", o.momentum, "0 <= momentum < 1")
+    _unit_interval("optimizer.momentum", o.momentum, "0 <= momentum < 1")
     if o.nesterov and o.momentum <= 0:
         raise ConfigError("optimizer.nesterov", o.nesterov, "false unless optimizer.momentum > 0")
-    for key in ("beta1", "beta2"):
-        if not 0.0 <= getattr(o, key) < 1.0:
-            raise ConfigError(f"optimizer.{key}", getattr(o, key), "0 <= value < 1")
+    _unit_interval("optimizer.beta1", o.beta1)
+    _unit_interval("optimizer.beta2", o.beta2)
     _positive("optimizer.eps", o.eps)
     _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
-    _choice("optimizer.schedule", o.schedule, SCHEDULES)
-    if o.step_size < 1:
-        raise ConfigError("optimizer.step_size", o.step_size, "an integer >= 1")
+    _at_least("optimizer.step_size", o.step_size, 1)
     _positive("optimizer.gamma", o.gamma)
 
-    if t.epochs < 1:
-        raise ConfigError("train.epochs", t.epochs, "an integer >= 1")
-    if t.batch_size is not None and t.batch_size < 1:
-        raise ConfigError("train.batch_size", t.batch_size, "an integer >= 1, or null (full batch)")
-    _choice("train.loss", t.loss, LOSSES)
-    _choice("train.reduction", t.reduction, REDUCTIONS)
+
+def _validate_train(cfg: Config) -> None:
+    t, d, m = cfg.train, cfg.data, cfg.model
+    _at_least("train.epochs", t.epochs, 1)
+    if t.batch_size is not None:
+        _at_least("train.batch_size", t.batch_size, 1, ", or null (full batch)")
     _positive("train.tol", t.tol, allow_zero=True)
     if t.patience is not None:
-        if t.patience < 1:
-            raise ConfigError("train.patience", t.patience, "an integer >= 1, or null (off)")
+        _at_least("train.patience", t.patience, 1, ", or null (off)")
         if d.val_fraction <= 0:
             raise ConfigError(
                 "train.patience", t.patience, "null unless data.val_fraction > 0 (early stopping)"
             )
-    _choice("train.dtype", t.dtype, DTYPES)
     _positive("train.gradcheck_threshold", t.gradcheck_threshold)
     if (m.output_activation == "softmax") != (t.loss == "cross_entropy"):
         raise ConfigError(
@@ -312,27 +320,45 @@ def validate(cfg: Config) -> None:
             "cross_entropy together with model.output_activation=softmax, "
             "and mse with any other output activation",
         )
-    if t.loss == "cross_entropy" and d.task != "classification":
-        raise ConfigError("train.loss", t.loss, "mse unless data.task=classification")
-    if d.task == "classification" and t.loss != "cross_entropy":
-        raise ConfigError("train.loss", t.loss, "cross_entropy when data.task=classification")
+    if (t.loss == "cross_entropy") != (d.task == "classification"):
+        wanted = "cross_entropy when" if d.task == "classification" else "mse unless"
+        raise ConfigError("train.loss", t.loss, f"{wanted} data.task=classification")
 
-    if cfg.tracking.timeout < 1:
-        raise ConfigError("tracking.timeout", cfg.tracking.timeout, "seconds >= 1")
-    if cfg.tracking.retries < 0:
-        raise ConfigError("tracking.retries", cfg.tracking.retries, "an integer >= 0")
-    if not cfg.tracking.experiment:
-        raise ConfigError("tracking.experiment", cfg.tracking.experiment, "a non-empty name")
-    if cfg.tracking.data_max_rows < 0:
-        raise ConfigError(
-            "tracking.data_max_rows", cfg.tracking.data_max_rows, "an integer >= 0 (0 = never)"
-        )
-    if cfg.plot.dpi < 1:
-        raise ConfigError("plot.dpi", cfg.plot.dpi, "an integer >= 1")
-    if cfg.plot.frames < 2:
-        raise ConfigError("plot.frames", cfg.plot.frames, "an integer >= 2")
-    if cfg.trace.max_rows < 1:
-        raise ConfigError("trace.max_rows", cfg.trace.max_rows, "an integer >= 1")
+
+def _validate_output(cfg: Config) -> None:
+    tr = cfg.tracking
+    _at_least("tracking.timeout", tr.timeout, 1, " (seconds)")
+    _at_least("tracking.retries", tr.retries, 0)
+    if not tr.experiment:
+        raise ConfigError("tracking.experiment", tr.experiment, "a non-empty name")
+    _at_least("tracking.data_max_rows", tr.data_max_rows, 0, " (0 = never)")
+    _at_least("plot.dpi", cfg.plot.dpi, 1)
+    _at_least("plot.frames", cfg.plot.frames, 2)
+    _at_least("trace.max_rows", cfg.trace.max_rows, 1)
+
+
+def validate(cfg: Config) -> None:
+    """Check ranges and combinations; raise :class:`ConfigError` on the first bad one."""
+    _at_least("seed", cfg.seed, 0)
+    _validate_data(cfg.data)
+    _validate_model(cfg.model)
+    _validate_optimizer(cfg.optimizer)
+    _validate_train(cfg)
+    _validate_output(cfg)
+
+
+#: Keys a sweep or a study sets on its jobs: never part of a run's name or a job's label.
+INJECTED_PREFIXES = ("tracking.", "hydra.")
+
+
+def override_key(item: str) -> str:
+    """``+model.hidden=[4]`` → ``model.hidden``."""
+    return item.partition("=")[0].lstrip("+~")
+
+
+def user_overrides(overrides: Iterable[str]) -> list[str]:
+    """The overrides the user gave, without the ones sweeps and Hydra add."""
+    return [o for o in overrides if not override_key(o).startswith(INJECTED_PREFIXES)]
 
 
 def unknown_key_hint(overrides: list[str], groups: tuple[str, ...] = ()) -> str | None:
@@ -341,9 +367,6 @@ def unknown_key_hint(overrides: list[str], groups: tuple[str, ...] = ()) -> str 
     Hydra's own message names the unknown key but not what is allowed; ``groups`` are the
     config group names (``data``, ``experiment``, ``sweep`` ...) that may appear as keys.
     """
-    import dataclasses
-    import typing
-
     for item in overrides:
         key, sep, _ = item.partition("=")
         key = key.lstrip("+~")

@@ -10,14 +10,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from mlplab.config import DataConfig
 from mlplab.errors import DataError
 
 Array = np.ndarray
 Generated = tuple[Array, Array, list[str], list[str]]
+TASKS = ("regression", "classification")
+
+
+class DataParams(Protocol):
+    """What the generators read (the config's ``data`` node has these keys)."""
+
+    name: str
+    task: str
+    n_samples: int
+    n_features: int
+    n_outputs: int
+    n_classes: int
+    noise: float
+    teacher_hidden: int
+    test_fraction: float
+    val_fraction: float
+    standardize: bool
+    path: str | None
+    features: list[str] | None
+    targets: list[str] | None
 
 
 @dataclass
@@ -58,7 +78,7 @@ def _sigmoid(z: Array) -> Array:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def tutorial(cfg: DataConfig, rng: np.random.Generator) -> Generated:
+def tutorial(cfg: DataParams, rng: np.random.Generator) -> Generated:
     """SPEC §1: x ~ U[0,1]^d, y = sigmoid(sigmoid(x) + noise·u1) + noise·u2, u1, u2 scalars."""
     x = rng.random((cfg.n_samples, cfg.n_features))
     u1, u2 = rng.random(), rng.random()
@@ -72,7 +92,7 @@ def tutorial(cfg: DataConfig, rng: np.random.Generator) -> Generated:
     return x, y, _names("x", cfg.n_features), _names("y", cfg.n_outputs)
 
 
-def xor(cfg: DataConfig, rng: np.random.Generator) -> Generated:
+def xor(cfg: DataParams, rng: np.random.Generator) -> Generated:
     """The four corners of the unit square with Gaussian jitter; y = x1 XOR x2 (0 or 1)."""
     corners = rng.integers(0, 2, size=(cfg.n_samples, 2))
     x = corners + cfg.noise * rng.standard_normal((cfg.n_samples, 2))
@@ -80,14 +100,14 @@ def xor(cfg: DataConfig, rng: np.random.Generator) -> Generated:
     return x, y, ["x1", "x2"], ["y1"]
 
 
-def sine(cfg: DataConfig, rng: np.random.Generator) -> Generated:
+def sine(cfg: DataParams, rng: np.random.Generator) -> Generated:
     """1-D regression: x ~ U[−π, π], y = sin(x) + noise·N(0, 1)."""
     x = rng.uniform(-np.pi, np.pi, size=(cfg.n_samples, 1))
     y = np.sin(x) + cfg.noise * rng.standard_normal(x.shape)
     return x, y, ["x1"], ["y1"]
 
 
-def spiral(cfg: DataConfig, rng: np.random.Generator) -> Generated:
+def spiral(cfg: DataParams, rng: np.random.Generator) -> Generated:
     """2-D classification: ``n_classes`` interleaved spiral arms."""
     k = cfg.n_classes
     labels = np.arange(cfg.n_samples) % k
@@ -97,7 +117,7 @@ def spiral(cfg: DataConfig, rng: np.random.Generator) -> Generated:
     return x, _one_hot(labels, k), ["x1", "x2"], _names("class", k)
 
 
-def moons(cfg: DataConfig, rng: np.random.Generator) -> Generated:
+def moons(cfg: DataParams, rng: np.random.Generator) -> Generated:
     """2-D classification: two interleaving half circles (as scikit-learn's make_moons)."""
     labels = np.arange(cfg.n_samples) % 2
     t = rng.uniform(0, np.pi, cfg.n_samples)
@@ -110,7 +130,7 @@ def moons(cfg: DataConfig, rng: np.random.Generator) -> Generated:
     return x, _one_hot(labels, 2), ["x1", "x2"], ["class1", "class2"]
 
 
-def regression(cfg: DataConfig, rng: np.random.Generator) -> Generated:
+def regression(cfg: DataParams, rng: np.random.Generator) -> Generated:
     """A random teacher network: X ~ N(0, 1), y = tanh(X·A)·B / √h + noise·N(0, 1)."""
     X = rng.standard_normal((cfg.n_samples, cfg.n_features))
     h = cfg.teacher_hidden
@@ -120,13 +140,13 @@ def regression(cfg: DataConfig, rng: np.random.Generator) -> Generated:
     return X, Y, _names("x", cfg.n_features), _names("y", cfg.n_outputs)
 
 
-def read_csv(cfg: DataConfig) -> Generated:
+def read_csv(cfg: DataParams) -> Generated:
     """Read ``data.path`` with pandas; ``targets`` default to the last column.
 
     Features must be numeric; classification targets may be labels of any type (one-hot
     encoded in sorted order). Raises :class:`DataError` naming the file and the column.
     """
-    import pandas as pd
+    import pandas as pd  # lazily, the one place: only CSV data need pandas (0.4 s to import)
 
     path = Path(cfg.path or "")
     try:
@@ -195,13 +215,25 @@ def read_csv(cfg: DataConfig) -> Generated:
     return X, Y, features, target_names
 
 
-GENERATORS: dict[str, Callable[[DataConfig, np.random.Generator], Generated]] = {
-    "tutorial": tutorial,
-    "xor": xor,
-    "sine": sine,
-    "spiral": spiral,
-    "moons": moons,
-    "regression": regression,
+@dataclass(frozen=True)
+class Source:
+    """A data source: how it makes samples, which tasks it serves, which sizes it fixes."""
+
+    make: Callable[[DataParams, np.random.Generator], Generated]
+    tasks: tuple[str, ...] = ("regression",)
+    #: sizes the source fixes (spiral/moons: two inputs; their outputs are n_classes)
+    fixed: dict[str, int] = field(default_factory=dict)
+
+
+#: Every data source, by its ``data.name``.
+SOURCES: dict[str, Source] = {
+    "tutorial": Source(tutorial),
+    "xor": Source(xor, fixed={"n_features": 2, "n_outputs": 1}),
+    "sine": Source(sine, fixed={"n_features": 1, "n_outputs": 1}),
+    "spiral": Source(spiral, ("classification",), {"n_features": 2}),
+    "moons": Source(moons, ("classification",), {"n_features": 2}),
+    "regression": Source(regression),
+    "csv": Source(lambda cfg, rng: read_csv(cfg), TASKS),
 }
 
 
@@ -222,12 +254,9 @@ def split_sizes(n: int, test_fraction: float, val_fraction: float) -> tuple[int,
     return n_train, n_val, n_test
 
 
-def generate(cfg: DataConfig, rng: np.random.Generator, dtype: str = "float64") -> Dataset:
+def generate(cfg: DataParams, rng: np.random.Generator, dtype: str = "float64") -> Dataset:
     """Make or read the data, split it (seeded permutation), standardise if asked."""
-    if cfg.name == "csv":
-        X, Y, fnames, tnames = read_csv(cfg)
-    else:
-        X, Y, fnames, tnames = GENERATORS[cfg.name](cfg, rng)
+    X, Y, fnames, tnames = SOURCES[cfg.name].make(cfg, rng)
     if not (np.isfinite(X).all() and np.isfinite(Y).all()):
         raise DataError(f"data.name={cfg.name}: the data contain NaN or infinite values")
     n_train, n_val, _ = split_sizes(X.shape[0], cfg.test_fraction, cfg.val_fraction)

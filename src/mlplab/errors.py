@@ -1,7 +1,9 @@
-"""Errors the user can act on (exit status 2) and training outcomes (exit status 1)."""
+"""Errors the user can act on (exit status 2), and how a command reports one."""
 
 from __future__ import annotations
 
+import sys
+from enum import Enum
 from typing import Any
 
 
@@ -15,6 +17,7 @@ class ConfigError(UserError):
     """A config key holds a value that is not allowed."""
 
     def __init__(self, key: str, value: Any, allowed: str) -> None:
+        value = value.value if isinstance(value, Enum) else value  # a choice, as it is typed
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r} is not allowed: expected {allowed}")
 
@@ -27,18 +30,10 @@ class TrackingError(UserError):
     """The tracking store cannot be reached or written."""
 
 
-class RunFailed(Exception):
-    """A run that started and failed (divergence, failed gradient check): exit status 1."""
-
-    exit_code = 1
+class JobExit(SystemExit):
+    """The exit status a command chose (any other ``SystemExit(1)`` is Hydra refusing a config)."""
 
 
-class StoreFailed(RunFailed):
-    """The tracking store failed during a run; its record went to a local fallback folder.
-
-    ``outcome`` is the run's :class:`~mlplab.pipeline.RunOutcome` (training itself ended).
-    """
-
-    def __init__(self, message: str, outcome: Any = None) -> None:
-        super().__init__(message)
-        self.outcome = outcome
+def say_error(message: str) -> None:
+    """Print one user-facing error line on stderr."""
+    print(f"error: {message}", file=sys.stderr, flush=True)

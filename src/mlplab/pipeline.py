@@ -1,139 +1,179 @@
-"""The pipeline: generate → train → evaluate → plot, each a plain function, and ``run``.
+"""The pipeline: validate → generate → build → train → evaluate → plot → record.
 
-Stages take plain inputs (the typed config, arrays) and return plain outputs. ``run``
-strings them together and hands what they produce to a tracking :class:`~mlplab.tracking.Sink`;
-nothing here imports MLflow.
+Each stage is a plain function with plain inputs and outputs (the typed config, arrays, a
+:class:`Job`, a :class:`~mlplab.nn.TrainResult`). :func:`run` strings them together inside
+one tracked run (:func:`~mlplab.tracking.tracked_run`, which owns the run's status, the
+fallback folder and interrupts); :func:`train` takes several jobs at once, so a population
+of runs (a sweep's) goes through the very same stages. Nothing here imports MLflow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
-import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 import mlplab
-from mlplab.config import Config, validate
+from mlplab import build, plots
+from mlplab.config import Config, override_key, to_config, user_overrides, validate
 from mlplab.data import Dataset, generate
-from mlplab.errors import RunFailed, StoreFailed
 from mlplab.metrics import evaluate_split
-from mlplab.nn import MLP, TrainResult, TrainSettings, fit, init_weights, make_optimizer
-from mlplab.nn.optimizers import Optimizer
-from mlplab.tracking import ModelRequest
-from mlplab.weights import check_shapes, load_weights, save_weights, weights_sha256
+from mlplab.nn import MLP, Progress, TrainData, TrainResult, fit
+from mlplab.nn.gradcheck import gradient_check
+from mlplab.nn.trainer import Monitor
+from mlplab.project import git_commit, resolve_path
+from mlplab.trace import build_trace, write_trace
+from mlplab.tracking import ModelRequest, Recorder, RunSpec, Sink, flatten, make_sink, tracked_run
+from mlplab.tracking.fallback import FOLDER_NAME
+from mlplab.tracking.uris import configure_http, resolve_uri
+from mlplab.weights import save_weights, weights_sha256
 
-log = logging.getLogger("mlplab")
 Array = np.ndarray
+log = logging.getLogger("mlplab")
+
+
+@dataclass
+class Job:
+    """One run's inputs, ready to train: its config, data and initial weights."""
+
+    cfg: Config
+    out_dir: Path
+    overrides: list[str]
+    data: Dataset
+    sizes: list[int]
+    initial: list[Array]
+    shuffle_rng: np.random.Generator
 
 
 @dataclass
 class RunOutcome:
-    """What one run produced, for the caller to print."""
+    """What one run produced, for the caller to print; the status is the run's."""
 
-    run_id: str | None
-    status: str
+    recorder: Recorder
     metrics: dict[str, float]
     epochs_run: int
     weights_sha256: str
     out_dir: Path
-    failure: str | None = None
-    artifacts: list[Path] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str | None:
+        """The run's id in the store (known once the run has ended)."""
+        return self.recorder.run_id
+
+    @property
+    def status(self) -> str:
+        """FINISHED, FAILED or KILLED."""
+        return self.recorder.status
+
+    @property
+    def failure(self) -> str | None:
+        """Why the run failed."""
+        return self.recorder.failure
+
+    @property
+    def fallback(self) -> Path | None:
+        """The folder holding the run's record when the store failed mid-run."""
+        return self.recorder.fallback
+
+    def describe(self, brief: bool = False, uri: str | None = None) -> str:
+        """What the user sees at the end of a run (one line per job in a sweep: ``brief``)."""
+        m = self.metrics
+        test_rmse = m.get("test_rmse", float("nan"))
+        if brief:
+            return (
+                f"job {self.out_dir.name}: {self.status}, {self.epochs_run} epochs, "
+                f"test RMSE {test_rmse:.6f}"
+            )
+        lines = [
+            f"run {self.run_id or '(tracking off)'}: {self.status}, "
+            f"{self.epochs_run} epochs, weights sha256 {self.weights_sha256[:12]}",
+            f"  train RMSE {m.get('final_train_rmse', float('nan')):.6f}   "
+            f"test RMSE {test_rmse:.6f}"
+            + (f"   test accuracy {m['test_accuracy']:.3f}" if "test_accuracy" in m else ""),
+            f"  files: {self.out_dir}",
+        ]
+        if self.run_id and uri and uri.startswith("http"):
+            lines.append(f"  look at it: {uri}")
+        elif self.run_id:
+            lines.append("  look at it: make ui  (MLflow UI on http://127.0.0.1:5000)")
+        return "\n".join(lines)
 
 
-# -- stage 0: randomness -----------------------------------------------------------------
+# -- the typed config -----------------------------------------------------------------------
+def configure(cfg: DictConfig | Config) -> Config:
+    """Typed config with the tracking URI and data paths made absolute, HTTP limits applied."""
+    typed = to_config(cfg)
+    typed.tracking.uri = resolve_uri(typed.tracking.uri)
+    typed.data.path = resolve_path(typed.data.path)
+    typed.model.init_file = resolve_path(typed.model.init_file)
+    configure_http(typed.tracking.timeout, typed.tracking.retries)
+    # a dead server is reported once, by us; urllib3's "Retrying ..." lines are noise
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    return typed
+
+
+# -- validate, generate, build ---------------------------------------------------------------
 def make_rngs(seed: int) -> dict[str, np.random.Generator]:
     """Independent streams for data, init and shuffling, all derived from ``seed``."""
     data, init, shuffle = np.random.default_rng(seed).spawn(3)
     return {"data": data, "init": init, "shuffle": shuffle}
 
 
-# -- stage 1: generate -------------------------------------------------------------------
-def generate_data(cfg: Config, rng: np.random.Generator) -> Dataset:
-    """Make or read the data and split it, in the run's dtype."""
-    return generate(cfg.data, rng, cfg.train.dtype)
+def prepare(cfg: Config, out_dir: Path, overrides: Sequence[str] = ()) -> Job:
+    """Validate the config, make the data, draw the initial weights (no store touched)."""
+    validate(cfg)
+    rngs = make_rngs(cfg.seed)
+    data = generate(cfg.data, rngs["data"], cfg.train.dtype)
+    sizes = build.layer_sizes(cfg, data.n_features, data.n_outputs)
+    initial = build.initial_weights(cfg, sizes, rngs["init"])
+    return Job(cfg, Path(out_dir), list(overrides), data, sizes, initial, rngs["shuffle"])
 
 
-# -- stage 2: train ----------------------------------------------------------------------
-def layer_sizes(cfg: Config, data: Dataset) -> list[int]:
-    """Input width, hidden widths, output width."""
-    return [data.n_features, *cfg.model.hidden, data.n_outputs]
+def run_name(cfg: Config, overrides: Sequence[str]) -> str | None:
+    """The run's name: ``tracking.run_name``, else its overrides as last key=value."""
+    parts = [
+        f"{override_key(o).split('.')[-1]}={o.partition('=')[2]}" for o in user_overrides(overrides)
+    ]
+    return cfg.tracking.run_name or " ".join(parts) or None
 
 
-def build_network(cfg: Config, data: Dataset, rng: np.random.Generator) -> MLP:
-    """The network with its initial weights (drawn from ``rng`` or read from a file)."""
-    m = cfg.model
-    net = MLP(
-        layer_sizes(cfg, data), m.activation, m.output_activation, m.negative_slope, cfg.train.dtype
-    )
-    if m.init == "file":
-        weights = load_weights(str(m.init_file))
-        check_shapes(weights, net.sizes, f"model.init_file={m.init_file!r}")
-    else:
-        weights = init_weights(net.sizes, m.init, rng, m.init_scale)
-    net.set_weights(weights)
-    return net
-
-
-def build_optimizer(cfg: Config, net: MLP) -> Optimizer:
-    """The optimiser over the network's weights."""
-    o = cfg.optimizer
-    return make_optimizer(
-        o.name,
-        net.weights,
-        o.lr,
-        momentum=o.momentum,
-        nesterov=o.nesterov,
-        beta1=o.beta1,
-        beta2=o.beta2,
-        eps=o.eps,
-        weight_decay=o.weight_decay,
+def run_spec(job: Job, extra_tags: dict[str, str] | None = None) -> RunSpec:
+    """What the run is opened with: the flattened config, the tags, the name."""
+    t = job.cfg.tracking
+    return RunSpec(
+        params=flatten(asdict(job.cfg)),
+        tags={
+            "mlplab_version": mlplab.__version__,
+            "git_commit": git_commit(),
+            **(extra_tags or {}),
+        },
+        name=run_name(job.cfg, job.overrides),
+        uri=resolve_uri(t.uri),
+        experiment=t.experiment,
+        parent_run_id=t.parent_run_id,
+        fallback_dir=job.out_dir / FOLDER_NAME,
     )
 
 
-def train_settings(cfg: Config, snapshot_epochs: Sequence[int] = ()) -> TrainSettings:
-    """The engine's settings from the config."""
-    t, o = cfg.train, cfg.optimizer
-    return TrainSettings(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        shuffle=t.shuffle,
-        loss=t.loss,
-        reduction=t.reduction,
-        tol=t.tol,
-        patience=t.patience,
-        schedule=o.schedule,
-        step_size=o.step_size,
-        gamma=o.gamma,
-        classification=cfg.data.task == "classification",
-        snapshot_epochs=snapshot_epochs,
-    )
-
-
-def snapshot_epochs(cfg: Config) -> list[int]:
-    """Epochs at which the animation captures weights (0 = initial).
-
-    Evenly spaced and geometrically spaced candidates, so that a run stopping early (by
-    ``train.tol``) still has many frames; :func:`animation_frames` picks ``plot.frames``.
-    """
-    if not (cfg.plot.enabled and cfg.plot.animate):
-        return []
-    E, n = cfg.train.epochs, min(cfg.plot.frames, cfg.train.epochs + 1)
-    candidates = (*np.linspace(0, E, n), *np.geomspace(1, E, 3 * n))
-    return sorted({round(float(e)) for e in candidates})
-
-
-def animation_frames(snapshots: dict[int, list[Array]], frames: int) -> dict[int, list[Array]]:
-    """At most ``frames`` of the captured snapshots, evenly spread, first and last kept."""
-    epochs = sorted(snapshots)
-    idx = np.unique(np.linspace(0, len(epochs) - 1, min(frames, len(epochs))).round())
-    return {epochs[int(i)]: snapshots[epochs[int(i)]] for i in idx}
+def record_refusal(cfg: Config, overrides: Sequence[str], reason: str) -> None:
+    """A sweep job refused by validation still shows in the sweep, as a FAILED child."""
+    if not (cfg.tracking.enabled and cfg.tracking.parent_run_id):
+        return
+    spec = RunSpec(flatten(asdict(cfg)), {}, run_name(cfg, overrides))
+    try:
+        with tracked_run(make_sink(cfg.tracking), spec) as rec:
+            rec.end_as("FAILED", reason)
+    except Exception as exc:  # the store itself may be the problem
+        log.error("could not record the refused job: %s", exc)
 
 
 def first_batch(
@@ -148,71 +188,120 @@ def first_batch(
     return data.X_train[:size], data.Y_train[:size]
 
 
-def train(
-    cfg: Config,
-    net: MLP,
-    data: Dataset,
-    rng: np.random.Generator,
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> TrainResult:
-    """Train ``net`` in place on the training split (validation split for early stopping).
+def write_inputs(job: Job) -> None:
+    """``config.yaml``, ``overrides.yaml``, ``weights/initial.npz`` and the trace."""
+    out, cfg = job.out_dir, job.cfg
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    lines = "".join(f"- {json.dumps(o)}\n" for o in job.overrides)
+    (out / "overrides.yaml").write_text(lines or "[]\n")
+    save_weights(out / "weights" / "initial.npz", job.initial)
+    if cfg.trace.enabled:
+        X, T = first_batch(cfg, job.data, job.shuffle_rng)
+        write_trace(build_trace(cfg, job.initial, X, T), out / "trace", cfg.trace.max_rows)
 
-    NumPy's overflow warnings are silenced: a diverging run is reported once, by the
-    engine (``TrainResult.failure``), not by a screen of RuntimeWarnings.
-    """
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        return fit(
-            net,
-            data.X_train,
-            data.Y_train,
-            build_optimizer(cfg, net),
-            train_settings(cfg, snapshot_epochs(cfg)),
-            rng,
-            data.X_val,
-            data.Y_val,
-            on_epoch,
+
+def gradient_error(job: Job, n_samples: int = 5) -> float:
+    """Backprop vs central differences on the first training samples, at the initial weights."""
+    net = build.network(job.cfg, job.sizes)
+    net.set_weights(job.initial)
+    k = min(n_samples, job.data.X_train.shape[0])
+    X, Y = job.data.X_train[:k], job.data.Y_train[:k]
+    return gradient_check(net, X, Y, job.cfg.train.loss, job.cfg.train.reduction)
+
+
+def check_gradients(job: Job, rec: Recorder) -> dict[str, float]:
+    """The gradient check of ``train.gradcheck``: logged; if it fails the run ends FAILED."""
+    t = job.cfg.train
+    if not t.gradcheck:
+        return {}
+    err = gradient_error(job)
+    rec.log_metrics({"gradcheck_max_rel_error": err})
+    if not err <= t.gradcheck_threshold:
+        rec.end_as(
+            "FAILED",
+            f"gradient check failed: max relative error {err:.3e} > "
+            f"train.gradcheck_threshold={t.gradcheck_threshold}",
         )
+    return {"gradcheck_max_rel_error": err}
 
 
-def gradcheck(cfg: Config, net: MLP, data: Dataset, n_samples: int = 5) -> float:
-    """Backprop vs central differences on the first few training samples."""
-    from mlplab.nn.gradcheck import gradient_check
-
-    k = min(n_samples, data.X_train.shape[0])
-    return gradient_check(
-        net, data.X_train[:k], data.Y_train[:k], cfg.train.loss, cfg.train.reduction
+# -- train -----------------------------------------------------------------------------------
+def train(jobs: Sequence[Job], monitor: Monitor | None = None) -> list[TrainResult]:
+    """Train the jobs' networks as one population (their networks must stack)."""
+    cfg = jobs[0].cfg
+    net = build.network(cfg, jobs[0].sizes, members=len(jobs))
+    for i, job in enumerate(jobs):
+        net.set_member(i, job.initial)
+    splits = [(j.data.X_train, j.data.Y_train, j.data.X_val, j.data.Y_val) for j in jobs]
+    arrays = [
+        parts[0] if len(jobs) == 1 else np.stack(parts) for parts in zip(*splits, strict=True)
+    ]
+    return fit(
+        net,
+        TrainData(*arrays),
+        build.optimizer([j.cfg for j in jobs], net),
+        [build.train_settings(j.cfg) for j in jobs],
+        [j.shuffle_rng for j in jobs],
+        monitor,
     )
 
 
-# -- stage 3: evaluate -------------------------------------------------------------------
+@contextlib.contextmanager
+def progress_bar(cfg: Config, show: bool | None = None) -> Iterator[Monitor | None]:
+    """A progress bar of the epochs on a terminal (``train.progress``), as a training monitor."""
+    if not (cfg.train.progress and (sys.stderr.isatty() if show is None else show)):
+        yield None
+        return
+    bar = tqdm(
+        total=cfg.train.epochs, desc="training", unit="epoch", leave=False, dynamic_ncols=True
+    )
+
+    def monitor(progress: Progress) -> None:
+        bar.update(progress.epoch - bar.n)
+        rmse = progress.history.data["train_rmse"][progress.epoch - 1, progress.active[0]]
+        bar.set_postfix_str(f"rmse={rmse:.5f}", refresh=False)
+
+    try:
+        yield monitor
+    finally:
+        bar.close()
+
+
+# -- evaluate, plot --------------------------------------------------------------------------
 def evaluate(net: MLP, data: Dataset) -> dict[str, float]:
     """Metrics of the final weights: ``test_*``, ``final_train_*`` and ``final_val_*``."""
-    classification = data.task == "classification"
     out: dict[str, float] = {}
     for split, X, Y in (
         ("final_train", data.X_train, data.Y_train),
         ("final_val", data.X_val, data.Y_val),
         ("test", data.X_test, data.Y_test),
     ):
-        if X.shape[0] == 0:
-            continue
-        for key, value in evaluate_split(Y, net.predict(X), classification).items():
-            out[f"{split}_{key}"] = value
+        if X.shape[0]:
+            metrics = evaluate_split(Y, net.predict(X), data.task == "classification")
+            out.update({f"{split}_{key}": value for key, value in metrics.items()})
     return out
 
 
-# -- stage 4: plot -----------------------------------------------------------------------
-def plot(cfg: Config, net: MLP, data: Dataset, result: TrainResult, out_dir: Path) -> list[Path]:
-    """The figures: RMSE curve, predictions, network (and boundary, animations)."""
-    from mlplab import plots
+def animation_frames(snapshots: dict[int, list[Array]], frames: int) -> dict[int, list[Array]]:
+    """At most ``frames`` of the captured snapshots, evenly spread, first and last kept."""
+    epochs = sorted(snapshots)
+    idx = np.unique(np.linspace(0, len(epochs) - 1, min(frames, len(epochs))).round())
+    return {epochs[int(i)]: snapshots[epochs[int(i)]] for i in idx}
 
-    pdir = out_dir / "plots"
-    pdir.mkdir(parents=True, exist_ok=True)
+
+def plot(job: Job, net: MLP, result: TrainResult) -> list[Path]:
+    """The figures: RMSE curve, predictions, network (and boundary, animations)."""
+    cfg, data, pdir = job.cfg, job.data, job.out_dir / "plots"
+    dpi = cfg.plot.dpi
     classification = data.task == "classification"
     X = np.concatenate([data.X_train, data.X_test])
     Y = np.concatenate([data.Y_train, data.Y_test])
+    subtitle = (
+        f"{result.epochs_run} epochs, final train RMSE {result.history['train_rmse'][-1]:.4f}"
+    )
     paths = [
-        plots.plot_rmse(result.history, pdir / "rmse.png"),
+        plots.plot_rmse(result.history, pdir / "rmse.png", dpi=dpi),
         plots.plot_predictions(
             X,
             Y,
@@ -221,33 +310,24 @@ def plot(cfg: Config, net: MLP, data: Dataset, result: TrainResult, out_dir: Pat
             data.feature_names,
             data.target_names,
             classification,
+            dpi=dpi,
         ),
-        plots.plot_network(
-            result.weights,
-            pdir / "network.png",
-            subtitle=f"{result.epochs_run} epochs, final train RMSE "
-            f"{result.history['train_rmse'][-1]:.4f}"
-            if result.epochs_run
-            else None,
-        ),
+        plots.plot_network(result.weights, pdir / "network.png", subtitle=subtitle, dpi=dpi),
     ]
     two_d = classification and data.n_features == 2
     if two_d:
         paths.append(
-            plots.plot_decision_boundary(net.predict, X, Y, pdir / "decision_boundary.png")
+            plots.plot_decision_boundary(net.predict, X, Y, pdir / "decision_boundary.png", dpi=dpi)
         )
-    frames = animation_frames(result.snapshots, cfg.plot.frames)
+    snapshots = dict(result.snapshots)
+    if snapshots and result.epochs_run > 0:
+        snapshots.setdefault(result.epochs_run, result.weights)
+    frames = animation_frames(snapshots, cfg.plot.frames)
     if cfg.plot.animate and len(frames) >= 2:
         rmse = result.history["train_rmse"]
-        paths.append(plots.animate_network(frames, rmse, pdir / "network.gif"))
+        paths.append(plots.animate_network(frames, rmse, pdir / "network.gif", dpi=dpi))
         if two_d:
-            probe = MLP(
-                net.sizes,
-                cfg.model.activation,
-                cfg.model.output_activation,
-                cfg.model.negative_slope,
-                "float64",
-            )
+            probe = net.like(dtype="float64")
 
             def predict_with(weights: list[Array], Xq: Array) -> Array:
                 probe.set_weights(weights)
@@ -255,19 +335,15 @@ def plot(cfg: Config, net: MLP, data: Dataset, result: TrainResult, out_dir: Pat
 
             paths.append(
                 plots.animate_decision_boundary(
-                    frames, predict_with, X, Y, pdir / "decision_boundary.gif"
+                    frames, predict_with, X, Y, pdir / "decision_boundary.gif", dpi=dpi
                 )
             )
     return paths
 
 
-# -- artifacts ---------------------------------------------------------------------------
+# -- record ----------------------------------------------------------------------------------
 def write_data_csv(data: Dataset, out_dir: Path, max_rows: int) -> list[Path]:
-    """``data/{train,val,test}.csv`` (columns x1..xn, y1..ym) at full precision, if small.
-
-    Written with ``np.savetxt`` (the same text as pandas' ``to_csv(float_format="%.17g")``,
-    without importing pandas into every job).
-    """
+    """``data/{train,val,test}.csv`` (columns x1..xn, y1..ym) at full precision, if small."""
     total = data.X_train.shape[0] + data.X_val.shape[0] + data.X_test.shape[0]
     if total > max_rows:
         return []
@@ -288,217 +364,111 @@ def write_data_csv(data: Dataset, out_dir: Path, max_rows: int) -> list[Path]:
     return paths
 
 
-def config_yaml(cfg: Config) -> str:
-    """The composed, resolved config as YAML."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def network_spec(cfg: Config, net: MLP, data: Dataset) -> dict[str, Any]:
-    """What the served model needs to rebuild the network."""
-    return {
-        "sizes": net.sizes,
-        "activation": cfg.model.activation,
-        "output_activation": cfg.model.output_activation,
-        "negative_slope": cfg.model.negative_slope,
-        "dtype": cfg.train.dtype,
-        "features": data.feature_names,
-        "targets": data.target_names,
-        "scaling": data.scaling,
-    }
-
-
-def model_request(cfg: Config, net: MLP, data: Dataset, weights_file: Path) -> ModelRequest:
-    """What the sink needs to build the MLflow model: weights, network, an input example."""
+def model_request(job: Job, net: MLP) -> ModelRequest:
+    """What the store needs to build the MLflow model: weights, network, an input example."""
+    data = job.data
     raw = data.X_train[:5].astype(np.float64)
     if data.scaling:
         raw = raw * np.asarray(data.scaling["std"]) + np.asarray(data.scaling["mean"])
+    spec = build.network_spec(
+        job.cfg, job.sizes, data.feature_names, data.target_names, data.scaling
+    )
     return ModelRequest(
-        weights_file, network_spec(cfg, net, data), raw, net.predict(data.X_train[:5])
+        job.out_dir / "weights" / "final.npz", spec, raw, net.predict(data.X_train[:5])
     )
 
 
-def git_commit() -> str:
-    """The project's current commit, or ``unknown``."""
-    from mlplab.tracking import repo_root
+def record(job: Job, result: TrainResult, rec: Recorder, metrics: dict[str, float]) -> RunOutcome:
+    """Evaluate, plot and hand everything to the run; the run's status follows the result."""
+    cfg, out = job.cfg, job.out_dir
+    rec.log_history(result.history)
+    save_weights(out / "weights" / "final.npz", result.weights)
+    sha = weights_sha256(result.weights)
+    metrics = {**metrics, "epochs_run": float(result.epochs_run), "train_seconds": result.seconds}
+    if result.failure is None and not result.interrupted:
+        net = build.network(cfg, job.sizes)
+        net.set_weights(result.weights)
+        metrics.update(evaluate(net, job.data))
+        if cfg.tracking.enabled and cfg.tracking.log_model:  # built while we plot
+            rec.log_model(model_request(job, net))
+        write_data_csv(job.data, out, cfg.tracking.data_max_rows)
+        if cfg.plot.enabled:
+            plot(job, net, result)
+    rec.log_metrics(metrics)
+    rec.set_tags({"weights_sha256": sha, "stop_reason": result.stop_reason})
+    rec.log_artifacts(out)
+    if result.interrupted:
+        rec.end_as("KILLED", f"interrupted at epoch {result.epochs_run + 1}")
+    elif result.failure is not None:
+        rec.end_as("FAILED", result.failure)
+    return RunOutcome(rec, metrics, result.epochs_run, sha, out)
 
+
+# -- the whole run ---------------------------------------------------------------------------
+def run_group(
+    jobs: Sequence[Job],
+    sinks: Sequence[Sink],
+    extra_tags: dict[str, str] | None = None,
+    progress: bool | None = None,
+) -> list[RunOutcome]:
+    """Jobs whose networks stack, each a tracked run of its own, trained as one population.
+
+    Every run is opened before training and closed as soon as it is recorded. A member's
+    failed gradient check or crash ends that member's run FAILED; the others go on.
+    """
+    outcomes: list[RunOutcome | None] = [None] * len(jobs)
+    with contextlib.ExitStack() as group:
+        runs = [group.enter_context(contextlib.ExitStack()) for _ in jobs]
+        recs = [
+            run.enter_context(tracked_run(sink, run_spec(job, extra_tags)))
+            for run, job, sink in zip(runs, jobs, sinks, strict=True)
+        ]
+        metrics = [_before_training(job, rec) for job, rec in zip(jobs, recs, strict=True)]
+        ready = [i for i, rec in enumerate(recs) if rec.status == "FINISHED"]
+        for i in set(range(len(jobs))) - set(ready):
+            outcomes[i] = RunOutcome(recs[i], metrics[i], 0, "", jobs[i].out_dir)
+            runs[i].close()
+        with progress_bar(jobs[0].cfg, progress) as monitor:
+            results = train([jobs[i] for i in ready], monitor) if ready else []
+        for i, result in zip(ready, results, strict=True):
+            try:
+                outcomes[i] = record(jobs[i], result, recs[i], metrics[i])
+            except Exception as exc:
+                log.exception("recording %s failed", jobs[i].out_dir)
+                recs[i].end_as("FAILED", f"{type(exc).__name__}: {exc}")
+                outcomes[i] = RunOutcome(
+                    recs[i], metrics[i], result.epochs_run, "", jobs[i].out_dir
+                )
+            runs[i].close()
+    return [o for o in outcomes if o is not None]
+
+
+def _before_training(job: Job, rec: Recorder) -> dict[str, float]:
+    """The inputs written and the gradients checked (a failed check ends the run FAILED)."""
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=repo_root(),
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        write_inputs(job)
+        return check_gradients(job, rec)
+    except Exception as exc:
+        log.exception("preparing %s failed", job.out_dir)
+        rec.end_as("FAILED", f"{type(exc).__name__}: {exc}")
+        return {}
 
 
-def run_name_from_overrides(overrides: Sequence[str]) -> str | None:
-    """A readable run name from a job's overrides: last key component=value."""
-    parts = []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        key = key.lstrip("+~")
-        if key.startswith(("tracking.", "hydra.")):
-            continue
-        parts.append(f"{key.split('.')[-1]}={value}")
-    return " ".join(parts) or None
-
-
-# -- the whole run -----------------------------------------------------------------------
 def run(
     cfg: Config,
-    sink_factory: Callable[[Config], Any],
     out_dir: Path,
     overrides: Sequence[str] = (),
+    sink: Sink | None = None,
     extra_tags: dict[str, str] | None = None,
     progress: bool | None = None,
 ) -> RunOutcome:
-    """Validate, generate, train, evaluate, plot; hand everything to the sink.
+    """One run: validate → generate → build → train → evaluate → plot → record.
 
-    User errors (:class:`~mlplab.errors.UserError`) are raised before a run is opened.
-    Divergence and failed gradient checks end the run FAILED and raise :class:`RunFailed`;
-    an interrupt ends it KILLED (history and weights so far logged) and re-raises.
+    A user error (:class:`~mlplab.errors.UserError`) is raised before a run is opened.
+    The outcome's status says how the run ended (a diverged run is FAILED, an interrupted
+    one KILLED with its history and weights so far); its ``fallback`` says whether the store
+    failed on the way.
     """
-    validate(cfg)
-    rngs = make_rngs(cfg.seed)
-    data = generate_data(cfg, rngs["data"])
-    net = build_network(cfg, data, rngs["init"])
-    initial = net.get_weights()
-    sink = sink_factory(cfg)  # connects to the store: a TrackingError is a user error
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.tracking.enabled:  # a store that fails mid-run: the record goes to a local folder
-        from mlplab.fallback import FOLDER_NAME, FallbackSink
-
-        sink = FallbackSink(
-            sink,
-            out_dir / FOLDER_NAME,
-            str(cfg.tracking.uri),
-            cfg.tracking.experiment,
-            cfg.tracking.parent_run_id,
-        )
-    from mlplab.tracking import flatten
-
-    params = flatten(asdict(cfg))
-    tags = {"mlplab_version": mlplab.__version__, "git_commit": git_commit(), **(extra_tags or {})}
-    name = cfg.tracking.run_name or run_name_from_overrides(overrides)
-    try:
-        sink.start(params, tags, name)
-    except KeyboardInterrupt:
-        if sink.run_id is not None:
-            _safe(lambda: sink.end("KILLED"))
-        raise
-    status, failure = "FAILED", None
-    outcome: RunOutcome | None = None
-    try:
-        (out_dir / "config.yaml").write_text(config_yaml(cfg))
-        (out_dir / "overrides.yaml").write_text(
-            "".join(f"- {json.dumps(o)}\n" for o in overrides) or "[]\n"
-        )
-        save_weights(out_dir / "weights" / "initial.npz", initial)
-        metrics: dict[str, float] = {}
-        if cfg.train.gradcheck:
-            err = gradcheck(cfg, net, data)
-            metrics["gradcheck_max_rel_error"] = err
-            sink.log_metrics({"gradcheck_max_rel_error": err})
-            if not err <= cfg.train.gradcheck_threshold:
-                raise RunFailed(
-                    f"gradient check failed: max relative error {err:.3e} > "
-                    f"train.gradcheck_threshold={cfg.train.gradcheck_threshold}"
-                )
-        if cfg.trace.enabled:
-            from mlplab.trace import build_trace, write_trace
-
-            Xb, Tb = first_batch(cfg, data, rngs["shuffle"])
-            write_trace(build_trace(cfg, initial, Xb, Tb), out_dir / "trace", cfg.trace.max_rows)
-        result = _train_with_progress(cfg, net, data, rngs["shuffle"], progress)
-        sink.log_history(result.history)
-        save_weights(out_dir / "weights" / "final.npz", result.weights)
-        sha = weights_sha256(result.weights)
-        metrics.update({"epochs_run": float(result.epochs_run), "train_seconds": result.seconds})
-        if result.epochs_run > 0 and result.snapshots:
-            result.snapshots.setdefault(result.epochs_run, result.weights)
-        if result.failure is None and not result.interrupted:
-            metrics.update(evaluate(net, data))
-            if cfg.tracking.enabled and cfg.tracking.log_model:  # built while we plot
-                sink.log_model(model_request(cfg, net, data, out_dir / "weights" / "final.npz"))
-            write_data_csv(data, out_dir, cfg.tracking.data_max_rows)
-            if cfg.plot.enabled:
-                plot(cfg, net, data, result, out_dir)
-        sink.log_metrics(metrics)
-        sink.set_tags(
-            {
-                "weights_sha256": sha,
-                "stop_reason": result.stop_reason,
-                **({"failure_reason": result.failure} if result.failure else {}),
-            }
-        )
-        sink.log_artifacts(out_dir)
-        if result.interrupted:
-            status = "KILLED"
-            raise KeyboardInterrupt
-        if result.failure is not None:
-            failure = result.failure
-            raise RunFailed(result.failure)
-        status = "FINISHED"
-        outcome = RunOutcome(sink.run_id, status, metrics, result.epochs_run, sha, out_dir)
-    except RunFailed as exc:
-        failure = str(exc)
-        sink.set_tags({"failure_reason": failure})
-        raise
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except Exception as exc:
-        failure = f"{type(exc).__name__}: {exc}"
-        _safe(lambda: sink.set_tags({"failure_reason": failure[:5000]}))
-        raise
-    finally:
-        _safe(lambda: sink.end(status))
-        if outcome is not None:  # a background sink knows the run's id once it has ended
-            outcome.run_id = sink.run_id
-        fell_back = getattr(sink, "active", False)
-        if fell_back and outcome is None:  # an error or interrupt is on its way up: say it now
-            print(f"error: {sink.notice()}", file=sys.stderr, flush=True)
-    if fell_back:
-        raise StoreFailed(
-            f"training ended {status} ({outcome.epochs_run} epochs, weights "
-            f"sha256 {outcome.weights_sha256[:12]}), but {sink.notice()}",
-            outcome,
-        )
+    job = prepare(cfg, out_dir, overrides)
+    (outcome,) = run_group([job], [sink or make_sink(cfg.tracking)], extra_tags, progress)
     return outcome
-
-
-def _safe(action: Callable[[], Any]) -> None:
-    try:
-        action()
-    except Exception as exc:
-        log.warning("could not update the tracking store: %s", exc)
-
-
-def _train_with_progress(
-    cfg: Config, net: MLP, data: Dataset, rng: np.random.Generator, progress: bool | None
-) -> TrainResult:
-    """Train with a progress bar on a terminal (quiet otherwise)."""
-    show = cfg.train.progress and (sys.stderr.isatty() if progress is None else progress)
-    if not show:
-        return train(cfg, net, data, rng)
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=cfg.train.epochs, desc="training", unit="epoch", leave=False, dynamic_ncols=True
-    )
-    last = [0]
-
-    def on_epoch(epoch: int, rmse: float) -> None:
-        bar.update(epoch - last[0])
-        last[0] = epoch
-        bar.set_postfix_str(f"rmse={rmse:.5f}", refresh=False)
-
-    try:
-        return train(cfg, net, data, rng, on_epoch)
-    finally:
-        bar.close()

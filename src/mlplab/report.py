@@ -1,23 +1,21 @@
-"""The report of a sweep or a study: pure functions from child records to a table and figures.
+"""The report of a sweep or a study: pure functions from child records to rows and a table.
 
-Nothing here talks to MLflow: :mod:`mlplab.sweep` collects one :class:`ChildRecord` per
-child run and hands the list to :func:`summary_frame`, :func:`plot_curves`,
-:func:`plot_params` and :func:`best_row`. Figures use the object-oriented Matplotlib API
-on an Agg canvas (headless, nothing registered with pyplot).
+Nothing here talks to MLflow or draws: :mod:`mlplab.sweep` collects one
+:class:`ChildRecord` per child run, turns the list into summary rows with
+:func:`summary_rows`, writes them with :func:`write_summary_csv`, prints them with
+:func:`format_table` and picks the winner with :func:`best_row`. The figures of a report
+are in :mod:`mlplab.plots.sweep`. Only the standard library is used, so a report costs
+no import of pandas or Matplotlib.
 """
 
 from __future__ import annotations
 
+import csv
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-
-if TYPE_CHECKING:  # pandas is imported where a report is made: single runs never pay for it
-    import pandas as pd
+from typing import Any
 
 #: Final metrics copied into the summary, in this order (missing ones are left empty).
 METRICS = (
@@ -34,6 +32,17 @@ METRICS = (
 ALWAYS = ("test_rmse", "test_mae", "test_r2", "final_train_rmse", "epochs_run", "train_seconds")
 #: The metric the table is sorted by and the best child is chosen by.
 RANK_BY = "test_rmse"
+#: The metrics :func:`format_table` shows, when they are columns of the summary.
+TABLE_METRICS = (
+    "test_rmse",
+    "test_mae",
+    "test_r2",
+    "test_accuracy",
+    "final_train_rmse",
+    "epochs_run",
+)
+#: Failure reasons are cut to this many characters in the table.
+TABLE_REASON_WIDTH = 60
 
 
 @dataclass
@@ -75,10 +84,23 @@ def param_value(child: ChildRecord, key: str) -> str:
     return ""
 
 
-def summary_frame(children: Sequence[ChildRecord], param_keys: Sequence[str] = ()) -> pd.DataFrame:
+def _rank(row: dict[str, Any]) -> tuple[bool, float]:
+    """Sort key: NaN test RMSEs after all others (which sort by value, ``inf`` included)."""
+    value = row[RANK_BY]
+    return (True, 0.0) if math.isnan(value) else (False, value)
+
+
+def summary_rows(
+    children: Sequence[ChildRecord], param_keys: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """One row per child: id, name, status, swept values, overrides, final metrics, reason.
 
-    Sorted by test RMSE (children without one, e.g. failed ones, last).
+    Every row has the same keys, in column order: ``run_id``, ``run_name``, ``status``,
+    each of ``param_keys`` (the value as a string, see :func:`param_value`), ``overrides``
+    (joined by spaces), the metrics of :data:`METRICS` that are in :data:`ALWAYS` or that
+    some child has (NaN where a child lacks one), ``failure_reason``. Rows are sorted by
+    test RMSE, ascending; rows whose test RMSE is NaN (failed children, mostly) come last,
+    and ties keep the order of ``children``.
     """
     present = [m for m in METRICS if m in ALWAYS or any(m in c.metrics for c in children)]
     rows = []
@@ -88,199 +110,77 @@ def summary_frame(children: Sequence[ChildRecord], param_keys: Sequence[str] = (
             row[key] = param_value(c, key)
         row["overrides"] = " ".join(c.overrides)
         for m in present:
-            row[m] = c.metrics.get(m, math.nan)
+            row[m] = float(c.metrics.get(m, math.nan))
         row["failure_reason"] = c.failure_reason
         rows.append(row)
-    columns = ["run_id", "run_name", "status", *param_keys, "overrides", *present, "failure_reason"]
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=columns)
-    if len(frame):
-        frame = frame.sort_values(RANK_BY, na_position="last", kind="stable")
-        frame = frame.reset_index(drop=True)
-    return frame
+    rows.sort(key=_rank)
+    return rows
 
 
-def best_row(frame: pd.DataFrame) -> pd.Series | None:
-    """The FINISHED child with the lowest test RMSE, or None."""
-    done = frame[(frame["status"] == "FINISHED") & frame[RANK_BY].notna()]
-    if done.empty:
-        return None
-    return done.sort_values(RANK_BY, kind="stable").iloc[0]
+def best_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The FINISHED row with the lowest finite test RMSE (the first of equals), or None."""
+    done = [r for r in rows if r["status"] == "FINISHED" and math.isfinite(r[RANK_BY])]
+    return min(done, key=lambda r: r[RANK_BY], default=None)
 
 
-def format_table(frame: pd.DataFrame, param_keys: Sequence[str] = ()) -> str:
-    """The summary as a text table for the terminal (short ids, the main metrics)."""
-    import pandas as pd
-
-    if frame.empty:
-        return "(no child runs)"
-    show = frame.copy()
-    show["run_id"] = show["run_id"].str[:8]
-    show["failure_reason"] = show["failure_reason"].fillna("").str[:60]
-    metrics = [
-        m
-        for m in (
-            "test_rmse",
-            "test_mae",
-            "test_r2",
-            "test_accuracy",
-            "final_train_rmse",
-            "epochs_run",
-        )
-        if m in show.columns
-    ]
-    cols = ["run_id", "run_name", "status", *metrics]
-    if show["failure_reason"].astype(bool).any():
-        cols.append("failure_reason")
-    if "epochs_run" in show.columns:
-        show["epochs_run"] = show["epochs_run"].map(lambda v: "" if pd.isna(v) else str(int(v)))
-
-    def number(v: Any) -> str:
-        return "" if pd.isna(v) else f"{v:.6g}"
-
-    formats: dict[str, Callable[..., str]] = {m: number for m in metrics if m != "epochs_run"}
-    return show[cols].to_string(index=False, formatters=formats)
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.17g}"
+    return value
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def write_summary_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Write ``rows`` to ``path`` as CSV (creating parent folders); return the path.
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Any, path: Path) -> Path:
+    The header is the columns in row order (without rows: the columns a sweep without
+    swept keys would have). Floats are written with 17 significant digits, which reads
+    back as the same float; NaN is an empty cell.
+    """
+    if rows:
+        columns = list(rows[0])
+    else:
+        metrics = [m for m in METRICS if m in ALWAYS]
+        columns = ["run_id", "run_name", "status", "overrides", *metrics, "failure_reason"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path)
-    finally:
-        fig.clear()
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_csv_cell(row[c]) for c in columns])
     return path
 
 
-def plot_curves(children: Sequence[ChildRecord], path: Path, title: str = "") -> Path:
-    """Every child's train RMSE per epoch on one chart (log scale), labelled by run name."""
-    import matplotlib
-
-    fig = _figure(10, 6)
-    ax = fig.add_subplot()
-    drawn = 0
-    with_history = sorted((c for c in children if c.history), key=lambda c: c.run_name)
-    # distinct colours for up to 20 curves (tab10 repeats after 10), then a ramp
-    n = len(with_history)
-    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"]
-    colours = [cmap(i if n <= 20 else i / max(1, n - 1)) for i in range(n)]
-    for i, c in enumerate(with_history):
-        y = np.asarray(c.history, dtype=float)
-        label = c.run_name or c.run_id[:8]
-        if c.status != "FINISHED":
-            label += f" ({c.status})"
-        ax.plot(
-            np.arange(1, len(y) + 1),
-            y,
-            lw=1.2,
-            label=label,
-            ls="-" if c.status == "FINISHED" else "--",
-            color=colours[i],
-        )
-        drawn += 1
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("train RMSE")
-    if drawn:
-        ax.set_yscale("log")
-        ax.legend(
-            fontsize=7,
-            ncol=1 if drawn <= 12 else 2,
-            loc="upper left",
-            bbox_to_anchor=(1.01, 1.0),
-            frameon=False,
-        )
-    else:
-        ax.text(0.5, 0.5, "no RMSE history", ha="center", va="center", transform=ax.transAxes)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title or f"train RMSE of {drawn} runs")
-    return _save(fig, path)
+def _table_cell(column: str, value: Any) -> str:
+    if column == "run_id":
+        return str(value)[:8]
+    if column == "failure_reason":
+        return str(value)[:TABLE_REASON_WIDTH]
+    if column == "epochs_run":
+        return "" if math.isnan(value) else str(int(value))
+    if column in TABLE_METRICS:
+        return "NaN" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
 
 
-def _as_numbers(values: Sequence[str]) -> list[float] | None:
-    try:
-        return [float(v) for v in values]
-    except ValueError:
-        return None
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The summary as a text table for the terminal (short ids, the main metrics).
 
-
-def plot_params(
-    frame: pd.DataFrame, param_keys: Sequence[str], path: Path, metric: str = RANK_BY
-) -> Path:
-    """Final ``metric`` against each swept parameter: one panel per parameter.
-
-    A parameter with a few values is drawn as categories (numbers in numeric order); one
-    with many numeric values (a tuned learning rate) on a numeric axis, logarithmic when
-    they span a factor of 10 or more. Each point is a child; the grey line joins the
-    medians. Children without the metric (failed ones) are counted in the panel title.
+    Columns: the first 8 characters of the run id, the run name, the status, the metrics
+    of :data:`TABLE_METRICS` that are columns of the rows (6 significant digits, NaN when
+    missing; ``epochs_run`` as an integer, blank when missing), and the failure reason cut
+    to :data:`TABLE_REASON_WIDTH` characters when some row has one. Every column is
+    right-aligned under its name (the swept values are in the run names).
     """
-    from matplotlib.ticker import NullFormatter
-
-    keys = list(param_keys) or ["run_name"]
-    fig = _figure(max(4.0, 3.6 * len(keys)), 3.8)
-    axes = fig.subplots(1, len(keys), squeeze=False)[0]
-    ok = frame[frame[metric].notna()] if metric in frame.columns else frame.iloc[0:0]
-    missing = len(frame) - len(ok)
-    for ax, key in zip(axes, keys, strict=True):
-        values = [str(v) for v in ok[key]] if key in ok.columns else []
-        y = ok[metric].to_numpy(dtype=float) if len(ok) else np.array([])
-        numbers = _as_numbers(values) if values else None
-        levels = sorted(set(values), key=lambda s: (len(s), s))
-        if numbers is not None and len(set(numbers)) > 8:
-            x = np.asarray(numbers)
-            ax.scatter(x, y, s=22, alpha=0.8)
-            if x.min() > 0 and x.max() / x.min() >= 10:
-                ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())
-        else:
-            if numbers is not None:
-                levels = sorted(set(values), key=float)
-            pos = {c: i for i, c in enumerate(levels)}
-            x = np.array([pos[v] for v in values], dtype=float)
-            rng = np.random.default_rng(0)
-            ax.scatter(x + rng.uniform(-0.12, 0.12, x.size), y, s=22, alpha=0.8)
-            medians = [np.median(y[x == i]) for i in range(len(levels))]
-            ax.plot(range(len(levels)), medians, lw=1, color="grey", marker="_", ms=14)
-            ax.set_xticks(range(len(levels)), levels, rotation=30 if len(levels) > 4 else 0)
-            ax.set_xlim(-0.5, len(levels) - 0.5)
-        if y.size and np.all(y > 0):
-            ax.set_yscale("log")
-        ax.set_xlabel(key)
-        ax.set_ylabel(metric)
-        ax.grid(True, alpha=0.3)
-        ax.set_title(key + (f"  ({missing} without {metric})" if missing else ""), fontsize=9)
-    fig.suptitle(f"final {metric} against each swept parameter")
-    return _save(fig, path)
-
-
-def plot_objective(
-    values: Sequence[float | None],
-    path: Path,
-    direction: str = "minimize",
-    label: str = "objective",
-) -> Path:
-    """An Optuna study's objective per trial (failed trials left out) and its best so far."""
-    fig = _figure(7, 4)
-    ax = fig.add_subplot()
-    trials = [i for i, v in enumerate(values) if v is not None and math.isfinite(v)]
-    y = np.array([values[i] for i in trials], dtype=float)
-    if y.size:
-        ax.scatter(trials, y, s=18, label="trial")
-        best = np.minimum.accumulate(y) if direction == "minimize" else np.maximum.accumulate(y)
-        ax.step(trials, best, where="post", color="C3", label="best so far")
-        if np.all(y > 0):
-            ax.set_yscale("log")
-        ax.legend()
-    ax.set_xlabel("trial")
-    ax.set_ylabel(label)
-    ax.grid(True, alpha=0.3)
-    ax.set_title(f"{label} of {y.size} trials")
-    return _save(fig, path)
+    if not rows:
+        return "(no child runs)"
+    metrics = [m for m in TABLE_METRICS if m in rows[0]]
+    columns = ["run_id", "run_name", "status", *metrics]
+    if any(r["failure_reason"] for r in rows):
+        columns.append("failure_reason")
+    cells = [[_table_cell(c, r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    lines = [columns, *cells]
+    return "\n".join(
+        " ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

@@ -1,4 +1,4 @@
-"""The trained network as an MLflow pyfunc model.
+"""The trained network as an MLflow pyfunc model (part of the tracking layer: it imports MLflow).
 
 ``save_model`` writes an MLflow model folder holding the final weights and the network's
 description; ``mlflow.pyfunc.load_model("runs:/<id>/model").predict(frame)`` then gives the
@@ -16,9 +16,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import mlplab
+from mlplab.build import network_from_spec
+from mlplab.weights import load_weights
+
 # MLflow's import warns about its own type hints.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
     from mlflow.pyfunc import PythonModel
 
     class MLPModel(PythonModel):
@@ -26,23 +32,12 @@ with warnings.catch_warnings():
 
         def load_context(self, context: Any) -> None:
             """Read the network description and the weights."""
-            from mlplab.nn.network import MLP
-            from mlplab.weights import load_weights
-
             spec = json.loads(Path(context.artifacts["network"]).read_text())
-            weights = load_weights(context.artifacts["weights"])
             self.features: list[str] = spec["features"]
             self.targets: list[str] = spec["targets"]
             self.mean = np.asarray(spec.get("scaling", {}).get("mean", 0.0))
             self.std = np.asarray(spec.get("scaling", {}).get("std", 1.0))
-            self.net = MLP(
-                spec["sizes"],
-                spec["activation"],
-                spec["output_activation"],
-                spec["negative_slope"],
-                dtype=spec["dtype"],
-            )
-            self.net.set_weights(weights)
+            self.net = network_from_spec(spec, load_weights(context.artifacts["weights"]))
 
         def predict(
             self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -62,12 +57,6 @@ def save_model(
     Y_example: np.ndarray,
 ) -> Path:
     """Write an MLflow pyfunc model folder at ``path`` (with signature and input example)."""
-    import mlflow.pyfunc
-    import pandas as pd
-    from mlflow.models import infer_signature
-
-    import mlplab
-
     path.parent.mkdir(parents=True, exist_ok=True)
     spec_file = path.parent / "network.json"
     spec_file.write_text(json.dumps(network, indent=2))

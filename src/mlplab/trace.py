@@ -1,11 +1,12 @@
 """The trace of the first training step: every number of backpropagation, named as in the textbook.
 
 :func:`build_trace` replays the first update of a run (the first batch of the first epoch)
-with the engine's own pieces — :meth:`MLP.forward_buffers`, :func:`output_delta`,
-:meth:`MLP.backward_buffers` and the run's optimiser — on a fresh network holding a copy of
-the initial weights, and records each intermediate array. :func:`write_trace` writes them
-as ``step1.json`` (every array in full, at full precision) and ``step1.md`` (the twelve
-steps, each formula next to its numbers).
+on a fresh network holding a copy of the initial weights, with the kernel training runs
+(:meth:`~mlplab.nn.network.MLP.make_step`), and reads each intermediate array from that
+step's buffers. The updated weights are those of one training step (:func:`~mlplab.nn.fit`
+on that batch): a full-batch run has exactly these weights after its first epoch.
+:func:`write_trace` writes them as ``step1.json`` (every array in full, at full precision)
+and ``step1.md`` (the twelve steps, each formula next to its numbers).
 
 Names. A network with one hidden layer uses the textbook's names:
 
@@ -37,6 +38,7 @@ Deeper (or shallower) networks use layer-indexed names: ``a0_bias``, ``W0``, ``z
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -46,9 +48,12 @@ from typing import Any
 
 import numpy as np
 
+from mlplab import build
 from mlplab.config import Config
-from mlplab.nn import MLP, add_bias
-from mlplab.nn.losses import loss_value, output_delta
+from mlplab.nn import TrainData, add_bias, fit
+from mlplab.nn.activations import Activation, get_activation
+from mlplab.nn.losses import get_loss
+from mlplab.nn.network import transposed
 from mlplab.nn.optimizers import scheduled_lr
 
 Array = np.ndarray
@@ -124,32 +129,6 @@ def _unit_names(sizes: list[int]) -> list[list[str]]:
 
 
 # -- formulas ----------------------------------------------------------------------------
-_ACTIVATION_FORMULA = {
-    "sigmoid": "1 / (1 + e^(−s))",
-    "tanh": "tanh(s)",
-    "relu": "max(s, 0)",
-    "identity": "s",
-    "softmax": "e^(s_k) / Σ_k' e^(s_k')",
-}
-
-
-def _activation_formula(name: str, slope: float) -> str:
-    if name == "leaky_relu":
-        return f"max(s, {slope:g}·s)"
-    return _ACTIVATION_FORMULA[name]
-
-
-def _derivative_formula(name: str, out: str, pre: str, slope: float) -> str:
-    """f'(pre) written with the layer's output ``out`` (the engine computes it from f(s))."""
-    return {
-        "sigmoid": f"{out}·(1 − {out})",
-        "tanh": f"1 − {out}²",
-        "relu": f"1 if {pre} > 0 else 0",
-        "leaky_relu": f"1 if {pre} > 0 else {slope:g}",
-        "identity": "1",
-    }[name]
-
-
 def _update_formula(cfg: Config, W: str, g: str) -> str:
     """The optimiser's first step on ``W`` with gradient ``g``, as a formula."""
     o = cfg.optimizer
@@ -175,7 +154,7 @@ def _update_formula(cfg: Config, W: str, g: str) -> str:
     return f"{decay}{W}_new = {W} − α·{grad}"
 
 
-# -- the trace ---------------------------------------------------------------------------
+# -- the recorder --------------------------------------------------------------------------
 @dataclass
 class _Recorder:
     """Collects quantities in order with their formula, labels and whether they are per sample."""
@@ -204,6 +183,201 @@ class _Recorder:
             self.per_sample.append(name)
 
 
+# -- the numbers ---------------------------------------------------------------------------
+@dataclass
+class _Step:
+    """The numbers of one training step, each per sample (one row per sample)."""
+
+    sizes: list[int]
+    acts: list[Array]  # acts[i]: layer i's output, with its bias column for i < L
+    z_in: list[Array]  # z_in[i] for i = 1..L (z_in[0] unused)
+    targets: Array
+    theta: dict[int, Array]
+    theta_in: dict[int, Array]
+    fprime: dict[int, Array]
+    grads: list[Array]
+    W0: list[Array]
+    W_new: list[Array]
+    loss: float
+    rmse: float
+    lr: float
+    dtype: str
+
+
+def _replay(cfg: Config, initial: list[Array], X: Array, T: Array) -> _Step:
+    """Run the training kernel on batch (X, T) and read its buffers; then one training step."""
+    t, o = cfg.train, cfg.optimizer
+    sizes = build.layer_sizes(cfg, int(X.shape[1]), int(T.shape[1]))
+    net = build.network(cfg, sizes)
+    net.set_weights([np.array(W, copy=True) for W in initial])
+    n, L, loss = int(X.shape[0]), net.n_layers, get_loss(t.loss)
+    Xb = add_bias(np.asarray(X, dtype=net.dtype))
+    Tb = np.ascontiguousarray(T, dtype=net.dtype)
+    ws = net.workspace(n)
+    scale = np.array(1.0 / n, net.dtype) if t.reduction == "mean" else None
+    sse = net.make_step(ws, loss, scale)(transposed(Xb), np.ascontiguousarray(Tb.T))
+    acts = [Xb.copy()] + [a.T.copy() for a in ws.actsT[1:]]
+    W0 = net.get_weights()
+    theta = {i: ws.deltasT[i - 1].T.copy() for i in range(1, L + 1)}
+    fprime = {}
+    for i in range(1, L + 1):
+        if i == L and not loss.uses_output_derivative:
+            continue  # softmax with cross-entropy: f' cancels, it is never computed
+        unit = net.activation_of(i).unit_derivative
+        fprime[i] = np.ones_like(theta[i]) if unit else ws.tmpT[i - 1].T.copy()
+    return _Step(
+        sizes=sizes,
+        acts=acts,
+        z_in=[np.empty(0)] + [z.T.copy() for z in ws.zT],
+        targets=Tb,
+        theta=theta,
+        # the kernel multiplies theta_in by f' in place: the same product, kept here
+        theta_in={i: np.dot(theta[i + 1], W0[i][1:].T) for i in range(1, L)},
+        fprime=fprime,
+        grads=[g.copy() for g in net.grads],
+        W0=W0,
+        W_new=_one_update(cfg, sizes, W0, X, T),
+        loss=loss.value(acts[L], Tb, t.reduction),
+        rmse=math.sqrt(float(sse) / acts[L].size),
+        lr=scheduled_lr(o.lr, o.schedule, 0, o.step_size, o.gamma),
+        dtype=str(net.dtype),
+    )
+
+
+def _one_update(
+    cfg: Config, sizes: list[int], weights: list[Array], X: Array, T: Array
+) -> list[Array]:
+    """The weights after one training step on (X, T): :func:`fit` for one epoch of it."""
+    net = build.network(cfg, sizes)
+    net.set_weights(weights)
+    settings = dataclasses.replace(
+        build.train_settings(cfg),
+        epochs=1,
+        batch_size=None,
+        shuffle=False,
+        tol=0.0,
+        patience=None,
+        snapshot_epochs=(),
+    )
+    data = TrainData(np.asarray(X), np.asarray(T))
+    results = fit(net, data, build.optimizer([cfg], net), [settings], [np.random.default_rng(0)])
+    return results[0].weights
+
+
+# -- the record ----------------------------------------------------------------------------
+def _activations(cfg: Config, L: int) -> list[Activation]:
+    """The activation of each layer (index 0, the input, has none: the hidden one stands in)."""
+    m = cfg.model
+    return [get_activation(m.output_activation if i == L else m.activation) for i in range(L + 1)]
+
+
+def _hints(N: _Names) -> dict[str, str]:
+    """The textbook's per-unit formulas, added to the matrix formulas of one hidden layer."""
+    if not N.textbook:
+        return {}
+    return {
+        "x_bias": "  (x_0 = 1 is the bias neuron)",
+        "Z_input": "  (z_in_j = v_0j + Σ_i x_i·v_ij)",
+        "z": "  (z_j = f(z_in_j))",
+        "Y_input": "  (y_in_k = w_0k + Σ_j z_j·w_jk)",
+        "y_pred": "  (y_k = f(y_in_k))",
+        "theta_in_j": "  (theta_in_j = Σ_k theta_k·w_jk)",
+        "delta_k": "  (∂E/∂w_jk = Σ_samples z_j·theta_k, z_0 = 1)",
+        "delta_j": "  (∂E/∂v_ij = Σ_samples x_i·theta_j, x_0 = 1)",
+    }
+
+
+def _record_forward(rec: _Recorder, cfg: Config, step: _Step, N: _Names) -> None:
+    """Steps 1-6: inputs, weights, weighted sums and activations, layer by layer."""
+    L, units, slope, hint = N.L, _unit_names(step.sizes), cfg.model.negative_slope, _hints(N)
+    acts = _activations(cfg, L)
+    with_bias = [["1", *units[i]] for i in range(L + 1)]
+    x0 = N.act_bias(0)
+    rec.add(x0, step.acts[0], f"{x0} = [1, x]" + hint.get(x0, ""), with_bias[0], per_sample=True)
+    for i in range(L):
+        rec.add(
+            N.weight(i),
+            step.W0[i],
+            f"{N.weight(i)}: initial weights, layer {i} → {i + 1}, row 0 = bias",
+            units[i + 1],
+            [f"B{i + 1}", *units[i]],
+        )
+    for i in range(1, L + 1):
+        z_in, a = N.z_in(i), N.act(i)
+        text = f"{z_in} = {N.act_bias(i - 1)} · {N.weight(i - 1)}" + hint.get(z_in, "")
+        rec.add(z_in, step.z_in[i], text, units[i], per_sample=True)
+        text = f"{a} = f({z_in}), f(s) = {acts[i].describe(slope)} [{acts[i].name}]"
+        text += hint.get(a, "") + ("  (the prediction)" if i == L and not N.textbook else "")
+        value = step.acts[i][:, 1:] if i < L else step.acts[L]
+        rec.add(a, value, text, units[i], per_sample=True)
+        if i < L:
+            b = N.act_bias(i)
+            rec.add(b, step.acts[i], f"{b} = [1, {a}]", with_bias[i], per_sample=True)
+
+
+def _output_error_formula(cfg: Config, N: _Names, n: int) -> str:
+    """theta_L as a formula, with a note on what it folds in."""
+    t, L, y = cfg.train, N.L, N.act(N.L)
+    if t.loss == "cross_entropy":
+        core, note = f"({y} − t)", "softmax with cross-entropy"
+    elif cfg.model.output_activation == "identity":
+        core, note = f"({y} − t)", "f' = 1"
+    else:
+        core, note = f"({y} − t)·f'({N.z_in(L)})", ""
+    if t.reduction == "mean":
+        core += " / N"
+        note = ", ".join(x for x in (note, f"N = {n}, reduction=mean") if x)
+    return f"{N.theta(L)} = ∂E/∂{N.z_in(L)} = {core}" + (f"  ({note})" if note else "")
+
+
+def _record_backward(rec: _Recorder, cfg: Config, step: _Step, N: _Names) -> None:
+    """Steps 7-11: the loss, the error terms layer by layer and the gradients."""
+    L, units, slope, hint = N.L, _unit_names(step.sizes), cfg.model.negative_slope, _hints(N)
+    acts, y = _activations(cfg, L), N.act(L)
+    rec.add("t", step.targets, "t: the targets of the batch", units[L], per_sample=True)
+    scale = "(1/N)·" if cfg.train.reduction == "mean" else ""
+    loss = get_loss(cfg.train.loss).formula.format(y=y)
+    rec.add("E", step.loss, f"E = {scale}{loss}, summed over the batch's samples and outputs")
+    rec.add("rmse", step.rmse, f"rmse = √(mean((t − {y})²)) over this batch (before the update)")
+    for i in range(L, 0, -1):
+        if i in step.fprime:
+            f = acts[i].describe_derivative(N.act(i), N.z_in(i), slope)
+            text = f"f'({N.z_in(i)}) = {f} [{acts[i].name}]"
+            rec.add(N.fprime(i), step.fprime[i], text, units[i], per_sample=True)
+        if i == L:
+            text = _output_error_formula(cfg, N, step.acts[0].shape[0])
+            rec.add(N.theta(L), step.theta[L], text, units[L], per_sample=True)
+        else:
+            th_in = N.theta_in(i)
+            text = f"{th_in} = {N.theta(i + 1)} · {N.weight(i)}[1:]ᵀ  (bias row left out)"
+            rec.add(th_in, step.theta_in[i], text + hint.get(th_in, ""), units[i], per_sample=True)
+            text = f"{N.theta(i)} = ∂E/∂{N.z_in(i)} = {th_in} · f'({N.z_in(i)})"
+            rec.add(N.theta(i), step.theta[i], text, units[i], per_sample=True)
+        g = N.grad(i - 1)
+        text = f"{g} = ∂E/∂{N.weight(i - 1)} = {N.act_bias(i - 1)}ᵀ · {N.theta(i)}" + hint.get(
+            g, ""
+        )
+        rec.add(g, step.grads[i - 1], text, units[i], [f"B{i}", *units[i - 1]])
+
+
+def _record_update(rec: _Recorder, cfg: Config, step: _Step, N: _Names) -> None:
+    """Step 12: the new weights and the change the step made."""
+    units = _unit_names(step.sizes)
+    for i in range(N.L - 1, -1, -1):
+        rows, W = [f"B{i + 1}", *units[i]], N.weight(i)
+        text = _update_formula(cfg, W, N.grad(i)) + f"  [α = {step.lr:g}]"
+        rec.add(N.new(i), step.W_new[i], text, units[i + 1], rows)
+        change = step.W_new[i] - step.W0[i]
+        text = f"{N.change(i)} = {N.new(i)} − {W}  (the change this step made)"
+        rec.add(N.change(i), change, text, units[i + 1], rows)
+    if N.textbook:  # the gradients under their calculus names too (same numbers)
+        for alias, src in (("dE_dw", "delta_k"), ("dE_dv", "delta_j")):
+            rec.values[alias] = rec.values[src]
+            rec.formulas[alias] = f"{alias} = {src}"
+            rec.shapes[alias] = rec.shapes[src]
+            rec.labels[alias] = rec.labels[src]
+
+
 def build_trace(
     cfg: Config, initial_weights: list[np.ndarray], X: np.ndarray, T: np.ndarray
 ) -> dict[str, Any]:
@@ -216,213 +390,24 @@ def build_trace(
     (the textbook's twelve steps and the quantities each one produces), ``layers``,
     ``lr``, ``loss``, ``reduction``, ``optimizer``, ``batch_size`` and more.
     """
-    from mlplab.pipeline import build_optimizer
-
-    m, t, o = cfg.model, cfg.train, cfg.optimizer
-    X = np.asarray(X)
-    T = np.asarray(T)
+    X, T = np.asarray(X), np.asarray(T)
     if X.ndim != 2 or T.ndim != 2 or X.shape[0] != T.shape[0] or X.shape[0] == 0:
         raise ValueError(f"X and T must be 2-D batches of equal length, got {X.shape}, {T.shape}")
-    sizes = [int(X.shape[1]), *[int(h) for h in m.hidden], int(T.shape[1])]
-    net = MLP(sizes, m.activation, m.output_activation, m.negative_slope, t.dtype)
-    net.set_weights([np.array(W, copy=True) for W in initial_weights])
-    optimizer = build_optimizer(cfg, net)
-    lr = scheduled_lr(o.lr, o.schedule, 0, o.step_size, o.gamma)
-    L, n = net.n_layers, int(X.shape[0])
+    step = _replay(cfg, initial_weights, X, T)
+    L = len(step.sizes) - 1
     N = _Names(L, textbook=L == 2)
-    units = _unit_names(sizes)
-    slope = m.negative_slope
-    act_names = [m.activation if 0 < i < L else m.output_activation for i in range(L + 1)]
-
-    # forward (steps 1-6), with the engine's buffers
-    Xb = add_bias(np.asarray(X, dtype=net.dtype))
-    Tb = np.ascontiguousarray(T, dtype=net.dtype)
-    ws = net.workspace(n)
-    W0 = net.get_weights()
-    y = net.forward_buffers(Xb, ws).copy()
-    acts = [Xb.copy()] + [a.copy() for a in ws.acts[1:]]  # acts[i] carries a bias column, i < L
-    z_in = [np.empty(0)] + [z.copy() for z in ws.z]  # z_in[i] for i = 1..L
-
-    # output error term (step 7), with the engine's output_delta
-    sse = output_delta(y, Tb, ws.deltas[-1], ws.tmp[-1], net.output_act, t.loss, t.reduction)
-    theta = {L: ws.deltas[-1].copy()}
-    fprime: dict[int, Array] = {}
-    if t.loss == "mse":
-        fprime[L] = np.empty_like(y)
-        net.output_act.grad_from_output(y, fprime[L])
-
-    # backward (steps 8-11), with the engine's backward pass
-    grads = [g.copy() for g in net.backward_buffers(ws)]
-    theta_in: dict[int, Array] = {}
-    for i in range(L - 1, 0, -1):
-        theta[i] = ws.deltas[i - 1].copy()
-        fprime[i] = ws.tmp[i - 1].copy()
-        # the engine multiplies theta_in by f' in place: the same product, kept here
-        theta_in[i] = np.dot(theta[i + 1], W0[i][1:].T)
-
-    # update (step 12), with the run's optimiser (it uses its gradient arrays as scratch)
-    optimizer.step([g.copy() for g in grads], lr)
-    W_new = net.get_weights()
-
-    # -- record ------------------------------------------------------------------------
     rec = _Recorder()
-    mean = t.reduction == "mean"
-    with_bias = [["1", *units[i]] for i in range(L + 1)]
-    weight_rows = [[f"B{i + 1}", *units[i]] for i in range(L)]
-
-    hints: dict[str, str] = {}
-    if N.textbook:
-        hints = {
-            "x_bias": "  (x_0 = 1 is the bias neuron)",
-            "Z_input": "  (z_in_j = v_0j + Σ_i x_i·v_ij)",
-            "z": "  (z_j = f(z_in_j))",
-            "Y_input": "  (y_in_k = w_0k + Σ_j z_j·w_jk)",
-            "y_pred": "  (y_k = f(y_in_k))",
-            "theta_in_j": "  (theta_in_j = Σ_k theta_k·w_jk)",
-            "delta_k": "  (∂E/∂w_jk = Σ_samples z_j·theta_k, z_0 = 1)",
-            "delta_j": "  (∂E/∂v_ij = Σ_samples x_i·theta_j, x_0 = 1)",
-        }
-
-    def formula(name: str, text: str) -> str:
-        return text + hints.get(name, "")
-
-    rec.add(
-        N.act_bias(0),
-        acts[0],
-        formula(N.act_bias(0), f"{N.act_bias(0)} = [1, x]"),
-        with_bias[0],
-        per_sample=True,
-    )
-    for i in range(L):
-        rec.add(
-            N.weight(i),
-            W0[i],
-            f"{N.weight(i)}: initial weights, layer {i} → {i + 1}, row 0 = bias",
-            units[i + 1],
-            weight_rows[i],
-        )
-    for i in range(1, L + 1):
-        f = act_names[i]
-        rec.add(
-            N.z_in(i),
-            z_in[i],
-            formula(N.z_in(i), f"{N.z_in(i)} = {N.act_bias(i - 1)} · {N.weight(i - 1)}"),
-            units[i],
-            per_sample=True,
-        )
-        out_note = "  (the prediction)" if i == L and not N.textbook else ""
-        rec.add(
-            N.act(i),
-            acts[i][:, 1:] if i < L else acts[L],
-            formula(
-                N.act(i),
-                f"{N.act(i)} = f({N.z_in(i)}), f(s) = {_activation_formula(f, slope)} [{f}]",
-            )
-            + out_note,
-            units[i],
-            per_sample=True,
-        )
-        if i < L:
-            rec.add(
-                N.act_bias(i),
-                acts[i],
-                f"{N.act_bias(i)} = [1, {N.act(i)}]",
-                with_bias[i],
-                per_sample=True,
-            )
-    y_name = N.act(L)
-    rec.add("t", Tb, "t: the targets of the batch", units[L], per_sample=True)
-    scale = "(1/N)·" if mean else ""
-    if t.loss == "mse":
-        e_formula = f"E = {scale}½ Σ (t − {y_name})², summed over the batch's samples and outputs"
-    else:
-        e_formula = f"E = −{scale}Σ t·log {y_name}, summed over the batch's samples and outputs"
-    rec.add("E", loss_value(y, Tb, t.loss, t.reduction), e_formula)
-    rec.add(
-        "rmse",
-        math.sqrt(sse / y.size),
-        f"rmse = √(mean((t − {y_name})²)) over this batch (before the update)",
-    )
-    for i in range(L, 0, -1):
-        if i in fprime:
-            f = act_names[i]
-            rec.add(
-                N.fprime(i),
-                fprime[i],
-                f"f'({N.z_in(i)}) = {_derivative_formula(f, N.act(i), N.z_in(i), slope)} [{f}]",
-                units[i],
-                per_sample=True,
-            )
-        if i == L:
-            if t.loss == "cross_entropy":
-                core, note = f"({y_name} − t)", "softmax with cross-entropy"
-            elif act_names[L] == "identity":
-                core, note = f"({y_name} − t)", "f' = 1"
-            else:
-                core, note = f"({y_name} − t)·f'({N.z_in(L)})", ""
-            if mean:
-                core += " / N"
-                note = ", ".join(x for x in (note, f"N = {n}, reduction=mean") if x)
-            text = f"{N.theta(L)} = ∂E/∂{N.z_in(L)} = {core}" + (f"  ({note})" if note else "")
-            rec.add(N.theta(L), theta[L], text, units[L], per_sample=True)
-        else:
-            rec.add(
-                N.theta_in(i),
-                theta_in[i],
-                formula(
-                    N.theta_in(i),
-                    f"{N.theta_in(i)} = {N.theta(i + 1)} · {N.weight(i)}[1:]ᵀ  (bias row left out)",
-                ),
-                units[i],
-                per_sample=True,
-            )
-            rec.add(
-                N.theta(i),
-                theta[i],
-                f"{N.theta(i)} = ∂E/∂{N.z_in(i)} = {N.theta_in(i)} · f'({N.z_in(i)})",
-                units[i],
-                per_sample=True,
-            )
-        rec.add(
-            N.grad(i - 1),
-            grads[i - 1],
-            formula(
-                N.grad(i - 1),
-                f"{N.grad(i - 1)} = ∂E/∂{N.weight(i - 1)} = {N.act_bias(i - 1)}ᵀ · {N.theta(i)}",
-            ),
-            units[i],
-            weight_rows[i - 1],
-        )
-    for i in range(L - 1, -1, -1):
-        rec.add(
-            N.new(i),
-            W_new[i],
-            _update_formula(cfg, N.weight(i), N.grad(i)) + f"  [α = {lr:g}]",
-            units[i + 1],
-            weight_rows[i],
-        )
-        rec.add(
-            N.change(i),
-            W_new[i] - W0[i],
-            f"{N.change(i)} = {N.new(i)} − {N.weight(i)}  (the change this step made)",
-            units[i + 1],
-            weight_rows[i],
-        )
-    if N.textbook:  # the gradients under their calculus names too (same numbers)
-        rec.values["dE_dw"] = rec.values["delta_k"]
-        rec.values["dE_dv"] = rec.values["delta_j"]
-        for alias, src in (("dE_dw", "delta_k"), ("dE_dv", "delta_j")):
-            rec.formulas[alias] = f"{alias} = {src}"
-            rec.shapes[alias] = rec.shapes[src]
-            rec.labels[alias] = rec.labels[src]
-
+    _record_forward(rec, cfg, step, N)
+    _record_backward(rec, cfg, step, N)
+    _record_update(rec, cfg, step, N)
+    units, acts = _unit_names(step.sizes), _activations(cfg, L)
     layers = [
         {
             "layer": i,
             "role": "input" if i == 0 else "output" if i == L else "hidden",
-            "units": sizes[i],
+            "units": step.sizes[i],
             "names": units[i],
-            "activation": None if i == 0 else act_names[i],
+            "activation": None if i == 0 else acts[i].name,
             "bias": i < L,
         }
         for i in range(L + 1)
@@ -431,15 +416,15 @@ def build_trace(
         "format": FORMAT,
         "what": "the first training step: epoch 1, batch 1",
         "notation": "textbook" if N.textbook else "layered",
-        "batch_size": n,
-        "sizes": sizes,
+        "batch_size": int(X.shape[0]),
+        "sizes": step.sizes,
         "layers": layers,
-        "loss": t.loss,
-        "reduction": t.reduction,
-        "lr": float(lr),
+        "loss": cfg.train.loss,
+        "reduction": cfg.train.reduction,
+        "lr": float(step.lr),
         "optimizer": _optimizer_info(cfg),
-        "dtype": str(net.dtype),
-        "steps": _steps(N, L, t.loss),
+        "dtype": step.dtype,
+        "steps": _steps(N, L, cfg.train.loss),
         "formulas": rec.formulas,
         "shapes": rec.shapes,
         "labels": rec.labels,
@@ -468,6 +453,23 @@ def _steps(N: _Names, L: int, loss: str) -> list[dict[str, Any]]:
             {"step": number, "layer": layer, "title": title, "text": text, "quantities": names}
         )
 
+    _forward_steps(step, N, L)
+    _backward_steps(step, N, L, loss)
+    step(
+        12,
+        None,
+        "update the weights",
+        "The optimiser moves every weight against its gradient.",
+        [name for i in range(L - 1, -1, -1) for name in (N.new(i), N.change(i))],
+    )
+    return steps
+
+
+StepAdder = Callable[[int, "int | None", str, str, list[str]], None]
+
+
+def _forward_steps(step: StepAdder, N: _Names, L: int) -> None:
+    """Steps 1-6: the forward pass."""
     step(
         1,
         0,
@@ -515,6 +517,10 @@ def _steps(N: _Names, L: int, loss: str) -> list[dict[str, Any]]:
         "The output activation gives the network's prediction for every sample of the batch.",
         [N.act(L)],
     )
+
+
+def _backward_steps(step: StepAdder, N: _Names, L: int, loss: str) -> None:
+    """Steps 7-11: the output error and the backward pass."""
     t_text = (
         "Each output compares its prediction with the target. The error term is the "
         "derivative of the loss E with respect to the output's weighted sum. The textbook's "
@@ -557,14 +563,6 @@ def _steps(N: _Names, L: int, loss: str) -> list[dict[str, Any]]:
             f"Sent back to the layer below: the gradient ∂E/∂{N.weight(i - 1)}.",
             [N.grad(i - 1)],
         )
-    step(
-        12,
-        None,
-        "update the weights",
-        "The optimiser moves every weight against its gradient.",
-        [name for i in range(L - 1, -1, -1) for name in (N.new(i), N.change(i))],
-    )
-    return steps
 
 
 # -- writing -----------------------------------------------------------------------------

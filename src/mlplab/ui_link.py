@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mlplab.tracking import repo_root
+from mlplab.project import repo_root
 
 
 def experiment_links(db: Path, host: str, port: int) -> list[str]:

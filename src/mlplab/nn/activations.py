@@ -1,18 +1,19 @@
-"""Activation functions, applied in place, and their derivatives computed from the outputs.
+"""The activations: one table, each entry with its kernels, its derivative and its formulas.
 
-Each activation is a pair of functions:
+An activation is defined once, here, by
 
-* ``apply(z, out)`` writes f(z) into ``out`` (which may be ``z`` itself or a strided view);
-* ``grad_from_output(a, out)`` writes f'(z) into ``out`` using only a = f(z), so the
-  backward pass never needs the pre-activations (as in scikit-learn's MLP).
+* ``forward(z, out, scratch, slope)``: the NumPy calls writing f(z) into ``out``;
+* ``derivative(a, out, slope)``: the calls writing f'(z) into ``out`` from the output
+  a = f(z) alone (the backward pass never needs the pre-activations, as in scikit-learn's
+  MLP); ``None`` for an output-only activation (softmax, whose derivative the
+  cross-entropy loss folds into the output error δ = y − t);
+* its formula and its derivative's formula, as the trace prints them.
 
-``softmax`` is an output activation only: with the cross-entropy loss its derivative is
-folded into the output error (δ = y − t) and never computed on its own.
-
-The training loop does not call these generic functions: :func:`forward_ops` and
-:func:`backprop_ops` return the same arithmetic bound in advance to fixed buffers (zero-argument
-callables, constants as 0-d arrays of the buffers' dtype), which is what makes a step of a small
-network cheap. scipy (for the logistic function) is imported on first use only.
+A kernel is a list of zero-argument calls bound in advance to fixed buffers (constants as
+0-d arrays of the buffers' dtype): that is what makes a step of a small network cheap.
+The buffers hold one sample per column, the units along axis −2, with an optional leading
+axis of population members: (units, batch) or (members, units, batch).
+:data:`ACTIVATIONS` is the table; the config's list of choices is read from it.
 """
 
 from __future__ import annotations
@@ -23,184 +24,146 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 Array = np.ndarray
 Op = Callable[[], Any]
-
-_EXPIT: Any = None
-
-
-def _expit() -> Any:
-    """scipy's logistic ufunc, imported on first use (scipy.special costs ~0.2 s to import)."""
-    global _EXPIT
-    if _EXPIT is None:
-        from scipy.special import expit
-
-        _EXPIT = expit
-    return _EXPIT
+Forward = Callable[[Array, Array, Array, float], list[Op]]
+Derivative = Callable[[Array, Array, float], list[Op]]
 
 
-@dataclass(frozen=True)
-class Activation:
-    """An activation: its name, its in-place forward, its derivative from the output."""
-
-    name: str
-    apply: Callable[[Array, Array], None]
-    grad_from_output: Callable[[Array, Array], None]
-    negative_slope: float = 0.0
-
-
-def _sigmoid(z: Array, out: Array) -> None:
-    _expit()(z, out=out)
-
-
-def _sigmoid_grad(a: Array, out: Array) -> None:
-    np.subtract(1.0, a, out=out)
-    out *= a
-
-
-def _tanh(z: Array, out: Array) -> None:
-    np.tanh(z, out=out)
-
-
-def _tanh_grad(a: Array, out: Array) -> None:
-    np.square(a, out=out)
-    np.subtract(1.0, out, out=out)
-
-
-def _relu(z: Array, out: Array) -> None:
-    np.maximum(z, 0.0, out=out)
-
-
-def _relu_grad(a: Array, out: Array) -> None:
-    np.greater(a, 0.0, out=out)
-
-
-def _identity(z: Array, out: Array) -> None:
-    if out is not z:
-        np.copyto(out, z)
-
-
-def _identity_grad(a: Array, out: Array) -> None:
-    out.fill(1.0)
-
-
-def _softmax(z: Array, out: Array) -> None:
-    np.subtract(z, z.max(axis=1, keepdims=True), out=out)
-    np.exp(out, out=out)
-    out /= out.sum(axis=1, keepdims=True)
-
-
-def _softmax_grad(a: Array, out: Array) -> None:  # pragma: no cover - never called
-    raise RuntimeError("softmax is only used with cross_entropy, whose δ is y - t")
-
-
-def leaky_relu(negative_slope: float) -> Activation:
-    """Leaky ReLU: z for z > 0, ``negative_slope``·z otherwise."""
-    slope = float(negative_slope)
-
-    def apply(z: Array, out: Array) -> None:
-        # max(z, slope·z) is leaky ReLU for 0 <= slope <= 1 (validated in the config).
-        np.maximum(z, z * slope, out=out)
-
-    def grad(a: Array, out: Array) -> None:
-        # a > 0 exactly when z > 0 (slope >= 0), so the derivative is read off the output.
-        np.greater(a, 0.0, out=out)
-        out *= 1.0 - slope
-        out += slope
-
-    return Activation("leaky_relu", apply, grad, slope)
-
-
-_FIXED = {
-    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_grad),
-    "tanh": Activation("tanh", _tanh, _tanh_grad),
-    "relu": Activation("relu", _relu, _relu_grad),
-    "identity": Activation("identity", _identity, _identity_grad),
-    "softmax": Activation("softmax", _softmax, _softmax_grad),
-}
-
-
-def get_activation(name: str, negative_slope: float = 0.01) -> Activation:
-    """Look an activation up by its config name."""
-    if name == "leaky_relu":
-        return leaky_relu(negative_slope)
-    try:
-        return _FIXED[name]
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}") from None
-
-
-# -- pre-bound kernels for the training loop ---------------------------------------------------
 def const(value: float, dtype: np.dtype) -> Array:
     """A 0-d array: as a ufunc operand it costs less than a Python float (no conversion)."""
     return np.array(value, dtype=dtype)
 
 
-def forward_ops(act: Activation, z: Array, out: Array, scratch: Array) -> list[Op]:
-    """Calls writing f(z) into ``out`` (C-contiguous, same shape as ``z``; ``out`` may be ``z``).
+@dataclass(frozen=True)
+class Activation:
+    """One activation: its kernels and formulas (``{out}``/``{pre}``/``{slope}`` placeholders)."""
 
-    ``scratch`` (the shape of ``z``, reserved for these calls: nothing else may write it) is used
-    by ``relu`` (filled with zeros once: ``maximum`` against a full array is several times faster
-    than against a scalar in float32) and ``leaky_relu``.
-    Softmax works on axis 0 here: the training buffers hold one sample per column.
-    """
-    name = act.name
-    if name == "sigmoid":
-        return [partial(_expit(), z, out)]
-    if name == "tanh":
-        return [partial(np.tanh, z, out)]
-    if name == "relu":
-        scratch.fill(0.0)
-        return [partial(np.maximum, z, scratch, out=out)]
-    if name == "leaky_relu":
-        slope = const(act.negative_slope, z.dtype)
-        return [partial(np.multiply, z, slope, scratch), partial(np.maximum, z, scratch, out=out)]
-    if name == "identity":
-        return [] if out is z else [partial(np.copyto, out, z)]
-    if name == "softmax":
+    name: str
+    forward: Forward
+    derivative: Derivative | None
+    formula: str
+    derivative_formula: str = ""
+    #: f' is 1: the backward pass skips the multiplication altogether.
+    unit_derivative: bool = False
 
-        def softmax() -> None:
-            np.subtract(z, z.max(axis=0), out=out)
-            np.exp(out, out=out)
-            np.divide(out, out.sum(axis=0), out=out)
+    @property
+    def hidden(self) -> bool:
+        """Usable in a hidden layer (it has a derivative of its own)."""
+        return self.derivative is not None
 
-        return [softmax]
-    raise ValueError(f"no kernel for activation {name!r}")
+    def apply(self, z: Array, out: Array, slope: float = 0.0) -> None:
+        """f(z) into ``out`` (``out`` may be ``z``), outside a bound kernel."""
+        for op in self.forward(z, out, np.empty_like(z), slope):
+            op()
+
+    def derivative_of(self, a: Array, out: Array, slope: float = 0.0) -> None:
+        """f'(z) into ``out`` from the output a = f(z), outside a bound kernel."""
+        if self.unit_derivative:
+            out.fill(1.0)
+            return
+        if self.derivative is None:
+            raise ValueError(f"{self.name} has no derivative of its own")
+        for op in self.derivative(a, out, slope):
+            op()
+
+    def describe(self, slope: float) -> str:
+        """The formula of f(s), with the slope filled in."""
+        return self.formula.format(slope=f"{slope:g}")
+
+    def describe_derivative(self, out: str, pre: str, slope: float) -> str:
+        """The formula of f' written with the layer's output ``out`` and input ``pre``."""
+        return self.derivative_formula.format(out=out, pre=pre, slope=f"{slope:g}")
 
 
-def backprop_ops(act: Activation, a: Array, delta: Array, tmp: Array) -> list[Op]:
-    """Calls multiplying ``delta`` in place by f'(z), read off a = f(z); ``tmp`` is scratch.
+# -- the kernels -------------------------------------------------------------------------
+def _sigmoid(z: Array, out: Array, scratch: Array, slope: float) -> list[Op]:
+    return [partial(expit, z, out)]
 
-    Same arithmetic, in the same order, as ``grad_from_output`` followed by ``delta *= tmp``;
-    identity needs no call at all.
-    """
-    name = act.name
-    mul = np.multiply
-    if name == "identity":
-        return []
-    one = const(1.0, a.dtype)
-    if name == "sigmoid":  # (1 - a)·a
-        return [
-            partial(np.subtract, one, a, tmp),
-            partial(mul, tmp, a, tmp),
-            partial(mul, delta, tmp, delta),
-        ]
-    if name == "tanh":  # 1 - a²
-        return [
-            partial(np.square, a, tmp),
-            partial(np.subtract, one, tmp, tmp),
-            partial(mul, delta, tmp, delta),
-        ]
-    zero = const(0.0, a.dtype)
-    if name == "relu":  # 1 where a > 0
-        return [partial(np.greater, a, zero, tmp), partial(mul, delta, tmp, delta)]
-    if name == "leaky_relu":
-        slope = act.negative_slope
-        return [
-            partial(np.greater, a, zero, tmp),
-            partial(mul, tmp, const(1.0 - slope, a.dtype), tmp),
-            partial(np.add, tmp, const(slope, a.dtype), tmp),
-            partial(mul, delta, tmp, delta),
-        ]
-    raise ValueError(f"activation {name!r} has no derivative kernel (softmax needs cross_entropy)")
+
+def _sigmoid_derivative(a: Array, out: Array, slope: float) -> list[Op]:  # (1 − a)·a
+    return [partial(np.subtract, const(1.0, a.dtype), a, out), partial(np.multiply, out, a, out)]
+
+
+def _tanh(z: Array, out: Array, scratch: Array, slope: float) -> list[Op]:
+    return [partial(np.tanh, z, out)]
+
+
+def _tanh_derivative(a: Array, out: Array, slope: float) -> list[Op]:  # 1 − a²
+    return [partial(np.square, a, out), partial(np.subtract, const(1.0, a.dtype), out, out)]
+
+
+def _relu(z: Array, out: Array, scratch: Array, slope: float) -> list[Op]:
+    # ``maximum`` against a full array of zeros is several times faster than against a
+    # scalar in float32; ``scratch`` is reserved for this layer, so the zeros stay.
+    scratch.fill(0.0)
+    return [partial(np.maximum, z, scratch, out=out)]
+
+
+def _relu_derivative(a: Array, out: Array, slope: float) -> list[Op]:  # 1 where a > 0
+    return [partial(np.greater, a, const(0.0, a.dtype), out)]
+
+
+def _leaky_relu(z: Array, out: Array, scratch: Array, slope: float) -> list[Op]:
+    # max(z, slope·z) is leaky ReLU for 0 <= slope < 1 (the config checks the range)
+    return [
+        partial(np.multiply, z, const(slope, z.dtype), scratch),
+        partial(np.maximum, z, scratch, out=out),
+    ]
+
+
+def _leaky_relu_derivative(a: Array, out: Array, slope: float) -> list[Op]:
+    # a > 0 exactly when z > 0 (slope >= 0): the derivative is read off the output
+    return [
+        partial(np.greater, a, const(0.0, a.dtype), out),
+        partial(np.multiply, out, const(1.0 - slope, a.dtype), out),
+        partial(np.add, out, const(slope, a.dtype), out),
+    ]
+
+
+def _identity(z: Array, out: Array, scratch: Array, slope: float) -> list[Op]:
+    return [] if out is z else [partial(np.copyto, out, z)]
+
+
+def _softmax(z: Array, out: Array, scratch: Array, slope: float) -> list[Op]:
+    def softmax() -> None:  # over the units (axis −2), shifted by the largest for stability
+        np.subtract(z, z.max(axis=-2, keepdims=True), out=out)
+        np.exp(out, out=out)
+        np.divide(out, out.sum(axis=-2, keepdims=True), out=out)
+
+    return [softmax]
+
+
+#: Every activation, by its config name.
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation(
+            "sigmoid", _sigmoid, _sigmoid_derivative, "1 / (1 + e^(−s))", "{out}·(1 − {out})"
+        ),
+        Activation("tanh", _tanh, _tanh_derivative, "tanh(s)", "1 − {out}²"),
+        Activation("relu", _relu, _relu_derivative, "max(s, 0)", "1 if {pre} > 0 else 0"),
+        Activation(
+            "leaky_relu",
+            _leaky_relu,
+            _leaky_relu_derivative,
+            "max(s, {slope}·s)",
+            "1 if {pre} > 0 else {slope}",
+        ),
+        Activation("identity", _identity, lambda a, out, slope: [], "s", "1", unit_derivative=True),
+        Activation("softmax", _softmax, None, "e^(s_k) / Σ_k' e^(s_k')"),
+    )
+}
+#: Choices for hidden layers (those with a derivative of their own) and for the output.
+HIDDEN_ACTIVATIONS = tuple(name for name, a in ACTIVATIONS.items() if a.hidden)
+OUTPUT_ACTIVATIONS = tuple(ACTIVATIONS)
+
+
+def get_activation(name: str) -> Activation:
+    """Look an activation up by its config name."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}") from None

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlplab.nn.losses import loss_value
-from mlplab.nn.network import MLP, add_bias
+from mlplab.nn.losses import get_loss
+from mlplab.nn.network import MLP, add_bias, transposed
 
 Array = np.ndarray
 
 
 def backprop_gradients(net: MLP, X: Array, T: Array, loss: str, reduction: str) -> list[Array]:
-    """dE/dW for every weight matrix, by the step training uses (:meth:`MLP.make_step`)."""
+    """dE/dW for every weight matrix, by the step training runs (:meth:`MLP.make_step`)."""
     Xb = add_bias(np.asarray(X, dtype=net.dtype))
-    TT = np.ascontiguousarray(np.asarray(T, dtype=net.dtype).T)
-    n = Xb.shape[0]
+    TT = np.ascontiguousarray(transposed(np.asarray(T, dtype=net.dtype)))
+    n = Xb.shape[-2]
     scale = np.array(1.0 / n, dtype=net.dtype) if reduction == "mean" else None
-    net.make_step(net.workspace(n), loss, scale, update=False)(Xb.T, TT)
+    net.make_step(net.workspace(n), get_loss(loss), scale, update=False)(transposed(Xb), TT)
     return [g.copy() for g in net.grads]
 
 
@@ -24,15 +24,16 @@ def numeric_gradients(
     net: MLP, X: Array, T: Array, loss: str, reduction: str, h: float = 1e-6
 ) -> list[Array]:
     """dE/dW by central differences (E(W + h) − E(W − h)) / 2h, one entry at a time."""
+    value = get_loss(loss).value
     grads = []
     for W in net.weights:
         G = np.zeros_like(W, dtype=np.float64)
         for idx in np.ndindex(W.shape):
             orig = W[idx]
             W[idx] = orig + h
-            plus = loss_value(net.predict(X), T, loss, reduction)
+            plus = value(net.predict(X), T, reduction)
             W[idx] = orig - h
-            minus = loss_value(net.predict(X), T, loss, reduction)
+            minus = value(net.predict(X), T, reduction)
             W[idx] = orig
             G[idx] = (plus - minus) / (2 * h)
         grads.append(G)
@@ -53,13 +54,7 @@ def gradient_check(
     net: MLP, X: Array, T: Array, loss: str, reduction: str, h: float = 1e-6
 ) -> float:
     """Largest relative error between backprop and finite differences (float64 copy of net)."""
-    probe = MLP(
-        net.sizes,
-        net.hidden_act.name,
-        net.output_act.name,
-        dtype="float64",
-    )
-    probe.hidden_act, probe.output_act = net.hidden_act, net.output_act
+    probe = net.like(dtype="float64")
     probe.set_weights(net.weights)
     Xd, Td = np.asarray(X, np.float64), np.asarray(T, np.float64)
     return max_relative_error(

@@ -1,47 +1,58 @@
-"""Losses and the output error δ_out = dE/dZ_out they start backpropagation with.
+"""The losses: their value, and how the output error δ_out = dE/dZ_out starts backpropagation.
 
 ``mse``: E = ½ Σ (t − y)² over the samples and outputs of a batch (reduction ``sum``, as in
-the tutorial) or that divided by the batch's number of samples (``mean``).
-``cross_entropy``: E = −Σ t·log y with a softmax output, so that δ = y − t.
+the tutorial) or that divided by the batch's number of samples (``mean``); δ = (y − t)·f'.
+``cross_entropy``: E = −Σ t·log y with a softmax output, so that δ = y − t (f' folded in).
+:data:`LOSSES` is the table; the config's list of choices is read from it.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from mlplab.nn.activations import Activation
+import numpy as np
 
 Array = np.ndarray
 
 _TINY = 1e-12
 
 
-def loss_value(y: Array, t: Array, loss: str, reduction: str) -> float:
-    """The loss of a batch (allocates; for reports and gradient checks, not the hot loop)."""
-    if loss == "mse":
-        value = 0.5 * float(np.sum((t - y) ** 2))
-    elif loss == "cross_entropy":
-        value = -float(np.sum(t * np.log(np.maximum(y, _TINY))))
-    else:
-        raise ValueError(f"unknown loss {loss!r}")
-    return value / y.shape[0] if reduction == "mean" else value
+def _mse(y: Array, t: Array) -> float:
+    return 0.5 * float(np.sum((t - y) ** 2))
 
 
-def output_delta(
-    y: Array, t: Array, out: Array, tmp: Array, output_act: Activation, loss: str, reduction: str
-) -> float:
-    """Write δ_out = dE/dZ_out into ``out``; return Σ (y − t)² of the batch (for the RMSE).
+def _cross_entropy(y: Array, t: Array) -> float:
+    return -float(np.sum(t * np.log(np.maximum(y, _TINY))))
 
-    mse: δ = (y − t)·f'(y_in); cross_entropy with softmax: δ = y − t. The arrays may be of
-    either memory order (the workspace's (batch, n) views are column-major). The training loop
-    does the same arithmetic through :meth:`mlplab.nn.network.MLP.make_step`.
-    """
-    np.subtract(y, t, out=out)
-    flat = out.ravel(order="K")  # a view in memory order, whatever the layout
-    sse = float(np.dot(flat, flat))
-    if loss == "mse" and output_act.name != "identity":
-        output_act.grad_from_output(y, tmp)
-        out *= tmp
-    if reduction == "mean":
-        out *= 1.0 / y.shape[0]
-    return sse
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss: its value on a batch and whether δ_out carries the output activation's f'."""
+
+    name: str
+    summed: Callable[[Array, Array], float]
+    #: δ = (y − t)·f'(y_in) (mse) rather than y − t (cross-entropy with softmax).
+    uses_output_derivative: bool
+    formula: str
+
+    def value(self, y: Array, t: Array, reduction: str) -> float:
+        """The loss of a batch (allocates: for reports and gradient checks, not the loop)."""
+        total = self.summed(y, t)
+        return total / y.shape[0] if reduction == "mean" else total
+
+
+#: Every loss, by its config name.
+LOSSES: dict[str, Loss] = {
+    "mse": Loss("mse", _mse, True, "½ Σ (t − {y})²"),
+    "cross_entropy": Loss("cross_entropy", _cross_entropy, False, "−Σ t·log {y}"),
+}
+REDUCTIONS = ("sum", "mean")
+
+
+def get_loss(name: str) -> Loss:
+    """Look a loss up by its config name."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}") from None

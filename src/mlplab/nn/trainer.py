@@ -1,9 +1,16 @@
 """The training loop: epochs of (mini-)batches, stopping rules, history, divergence, interrupts.
 
-The train RMSE of an epoch is measured as in the tutorial: from the outputs of the
-forward passes of that epoch (before each batch's update), sqrt(mean((t − y)²)) over all
-training samples and outputs. For a full batch this is the RMSE of the weights at the
-start of the epoch.
+:func:`fit` trains one network or a population of them (:class:`~mlplab.nn.network.MLP`
+with P members) as one computation. Each member has its own data, initial weights,
+optimiser hyperparameters, learning-rate schedule, epochs and stopping rules
+(:class:`TrainSettings`); a member that meets its tolerance, runs out of patience, reaches
+its last epoch or diverges stops at its own epoch with its own weights, and the others go
+on without it (the population is compacted: it never computes for a stopped member).
+
+The train RMSE of an epoch is measured as in the tutorial: from the outputs of the forward
+passes of that epoch (before each batch's update), sqrt(mean((t − y)²)) over all training
+samples and outputs. For a full batch this is the RMSE of the weights at the start of the
+epoch. Histories grow in chunks, so memory follows the epochs actually run.
 """
 
 from __future__ import annotations
@@ -16,16 +23,20 @@ from typing import Any
 
 import numpy as np
 
-from mlplab.nn.network import MLP, add_bias
-from mlplab.nn.optimizers import SGD, Optimizer, scheduled_lr
+from mlplab.nn.losses import get_loss
+from mlplab.nn.network import MLP, Step, add_bias, sum_of_squares, transposed
+from mlplab.nn.optimizers import Optimizer, member_values, scheduled_lr
 
 Array = np.ndarray
-EpochCallback = Callable[[int, float], None]
 
 
 @dataclass
 class TrainSettings:
-    """Everything the loop needs besides the network, data and optimiser."""
+    """Everything the loop needs for one member besides the network, data and optimiser.
+
+    ``batch_size``, ``loss`` and ``classification`` are the population's (every member
+    has the same); the rest is each member's own.
+    """
 
     epochs: int = 10000
     batch_size: int | None = None
@@ -39,12 +50,26 @@ class TrainSettings:
     gamma: float = 0.5
     classification: bool = False
     snapshot_epochs: Sequence[int] = ()
-    callback_every: int = 50
+
+
+@dataclass
+class TrainData:
+    """The samples of every member: (n, features) arrays, stacked (P, n, features) for P > 1."""
+
+    X: Array
+    Y: Array
+    X_val: Array | None = None
+    Y_val: Array | None = None
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether there is a non-empty validation split."""
+        return self.X_val is not None and self.Y_val is not None and self.X_val.shape[-2] > 0
 
 
 @dataclass
 class TrainResult:
-    """What training produced: per-epoch history, final weights, why it stopped."""
+    """What training produced for one member: history, final weights, why it stopped."""
 
     history: dict[str, Array]
     weights: list[Array]
@@ -57,207 +82,387 @@ class TrainResult:
     snapshots: dict[int, list[Array]] = field(default_factory=dict)
 
 
+class History:
+    """Per-epoch series of every member, grown in chunks of :data:`CHUNK` epochs."""
+
+    CHUNK = 4096
+
+    def __init__(self, keys: Sequence[str], members: int) -> None:
+        self.data = {k: np.full((self.CHUNK, members), np.nan) for k in keys}
+        self.length = np.zeros(members, dtype=np.int64)  # epochs recorded per member
+
+    def put(self, key: str, epoch: int, ids: Array, values: Array) -> None:
+        """Record epoch ``epoch`` (from 1) of the members ``ids``."""
+        table = self.data[key]
+        if epoch > table.shape[0]:
+            grown = np.full((table.shape[0] + self.CHUNK, table.shape[1]), np.nan)
+            grown[: table.shape[0]] = table
+            table = self.data[key] = grown
+        table[epoch - 1, ids] = values
+
+    def series(self, member: int, start: int = 0, stop: int | None = None) -> dict[str, Array]:
+        """Member ``member``'s series over epochs ``start + 1 .. stop`` (copies)."""
+        end = int(self.length[member]) if stop is None else stop
+        return {k: table[start:end, member].copy() for k, table in self.data.items()}
+
+
+@dataclass
+class Progress:
+    """What :func:`fit`'s ``on_epoch`` sees: the epoch just run and every member's history."""
+
+    epoch: int
+    active: list[int]
+    history: History
+
+
 def _batches(n: int, batch_size: int | None) -> list[tuple[int, int]]:
     size = n if batch_size is None else min(batch_size, n)
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _folds_lr(optimizer: Optimizer) -> bool:
-    """Plain SGD (no momentum, no weight decay): W -= lr·g, lr can go into the output error."""
-    return type(optimizer) is SGD and optimizer.momentum == 0.0 and not optimizer.weight_decay
+def _member_rows(a: Array, members: Sequence[int]) -> Array:
+    """The given members of a stacked array (a plain array when one member is left)."""
+    if len(members) == 1:
+        return np.ascontiguousarray(a[members[0]])
+    return a[list(members)]
+
+
+class _Runner:
+    """The active members' data, optimiser and compiled steps: runs one epoch at a time."""
+
+    def __init__(
+        self,
+        net: MLP,
+        data: TrainData,
+        optimizer: Optimizer,
+        settings: Sequence[TrainSettings],
+        rngs: Sequence[np.random.Generator],
+    ) -> None:
+        self.ids = list(range(net.members))
+        self.net, self.optimizer = net, optimizer
+        self.settings, self.rngs = list(settings), list(rngs)
+        self.loss = get_loss(settings[0].loss)
+        dtype = net.dtype
+        self.Xb = add_bias(np.asarray(data.X, dtype))  # one sample per row, bias column first
+        self.TT = np.ascontiguousarray(transposed(np.asarray(data.Y, dtype)))  # one per column
+        self.val = (
+            (add_bias(np.asarray(data.X_val, dtype)), np.asarray(data.Y_val, dtype))
+            if data.has_validation
+            else None
+        )
+        self.spans = _batches(self.Xb.shape[-2], settings[0].batch_size)
+        self._bind()
+
+    def _bind(self) -> None:
+        """Compile one step per batch size and the views of every batch."""
+        net, s = self.net, self.settings
+        self.shufflers = [i for i, x in enumerate(s) if x.shuffle and len(self.spans) > 1]
+        self.Xs, self.Ts = (
+            (self.Xb.copy(), self.TT.copy()) if self.shufflers else (self.Xb, self.TT)
+        )
+        fold = self.optimizer.folds_into_step
+        self.constant_lr = all(x.schedule == "constant" for x in s)
+        self.base_lrs = [o.lr for o in self.optimizer.specs]
+        steps: dict[int, tuple[Step, Array | None, list[float]]] = {}
+        for a, b in self.spans:
+            if b - a in steps:
+                continue
+            per_sample = [1.0 / (b - a) if x.reduction == "mean" else 1.0 for x in s]
+            factor = [
+                o.lr * p if fold else p
+                for o, p in zip(self.optimizer.specs, per_sample, strict=True)
+            ]
+            unit = all(f == 1.0 for f in factor) and self.constant_lr
+            scale = None if unit else member_values(factor, net.weights[0])
+            steps[b - a] = (
+                net.make_step(net.workspace(b - a), self.loss, scale, fold),
+                scale,
+                per_sample,
+            )
+        self.steps = steps
+        self.batches = [
+            (
+                transposed(self.Xs[..., a:b, :]),
+                self.Ts[..., a:b],
+                steps[b - a][0],
+                net.workspace(b - a).actsT[-1],
+            )
+            for a, b in self.spans
+        ]
+        self.validation = _Validation(net, *self.val) if self.val is not None else None
+
+    def set_epoch(self, epoch: int) -> list[float]:
+        """Each member's learning rate for ``epoch`` (from 1); folded into the steps (plain SGD)."""
+        if self.constant_lr:
+            return self.base_lrs
+        lrs = [
+            scheduled_lr(o.lr, x.schedule, epoch - 1, x.step_size, x.gamma)
+            for o, x in zip(self.optimizer.specs, self.settings, strict=True)
+        ]
+        if self.optimizer.folds_into_step:
+            for _, scale, per_sample in self.steps.values():
+                assert scale is not None
+                scale[...] = member_values(
+                    [lr * p for lr, p in zip(lrs, per_sample, strict=True)], scale
+                )
+        return lrs
+
+    def shuffle(self) -> None:
+        """A new permutation of each shuffling member's samples."""
+        n = self.Xb.shape[-2]
+        for i in self.shufflers:
+            perm = self.rngs[i].permutation(n)
+            pos = () if self.net.members == 1 else (i,)
+            np.take(self.Xb[pos], perm, axis=0, out=self.Xs[pos])
+            np.take(self.TT[pos], perm, axis=1, out=self.Ts[pos])
+
+    def epoch(self, lrs: list[float], classification: bool) -> tuple[Any, Any]:
+        """Run every batch once; Σ(y − t)² per member, in float64 (and correct predictions).
+
+        One member's numbers are Python floats and ints, a population's arrays.
+        """
+        single = self.net.members == 1
+        sse: Any = 0.0 if single else np.zeros(self.net.members)
+        correct: Any = 0 if classification else None
+        update = None if self.optimizer.folds_into_step else self.optimizer.step
+        grads = self.net.grads
+        for xT, tT, step, yT in self.batches:
+            sse += float(step(xT, tT)) if single else step(xT, tT)
+            if classification:  # the step leaves the batch's outputs in yT
+                correct = correct + np.count_nonzero(yT.argmax(-2) == tT.argmax(-2), axis=-1)
+            if update is not None:
+                update(grads, lrs)
+        return sse, correct
+
+    def compact(self, keep: Sequence[int]) -> None:
+        """Go on with the members at positions ``keep`` only (their state kept)."""
+        self.ids = [self.ids[i] for i in keep]
+        self.settings = [self.settings[i] for i in keep]
+        self.rngs = [self.rngs[i] for i in keep]
+        self.net = self.net.select(keep)
+        self.optimizer = self.optimizer.select(keep, self.net.weights)
+        self.Xb, self.TT = _member_rows(self.Xb, keep), _member_rows(self.TT, keep)
+        if self.val is not None:
+            self.val = (_member_rows(self.val[0], keep), _member_rows(self.val[1], keep))
+        self._bind()
 
 
 class _Validation:
-    """The validation RMSE (and accuracy) of the current weights, in preallocated buffers."""
+    """The validation RMSE (and accuracy) of every member's current weights."""
 
-    def __init__(self, net: MLP, X: Array, Y: Array, chunk: int = 4096) -> None:
-        dtype = net.dtype
-        self.Xb = add_bias(np.asarray(X, dtype=dtype))
-        self.TT = np.ascontiguousarray(np.asarray(Y, dtype=dtype).T)
-        n = self.Xb.shape[0]
-        self.denom = 1.0 / (n * self.TT.shape[0])
+    def __init__(self, net: MLP, Xb: Array, Y: Array, chunk: int = 4096) -> None:
+        TT = np.ascontiguousarray(transposed(Y))
+        self.members, self.n = net.members, Xb.shape[-2]
+        self.denom = 1.0 / (self.n * TT.shape[-2])
         self.parts = []
-        for a, b in _batches(n, chunk):
+        for a, b in _batches(self.n, chunk):
             ws = net.workspace(b - a)
+            diff = np.empty_like(ws.deltasT[-1])
+            forward = net.make_forward(ws)
             self.parts.append(
-                (
-                    self.Xb[a:b].T,
-                    self.TT[:, a:b],
-                    net.make_forward(ws),
-                    np.empty_like(ws.deltasT[-1]),
-                )
+                (transposed(Xb[..., a:b, :]), TT[..., a:b], forward, diff, sum_of_squares(diff))
             )
 
-    def __call__(self, classification: bool) -> tuple[float, float]:
-        sse, correct = 0.0, 0
-        for xT, tT, forward, diff in self.parts:
+    def __call__(self, classification: bool) -> tuple[Array, Array]:
+        sse = np.zeros(self.members)
+        correct = np.zeros(self.members, dtype=np.int64)
+        for xT, tT, forward, diff, squares in self.parts:
             yT = forward(xT)
             np.subtract(yT, tT, out=diff)
-            flat = diff.reshape(-1)
-            sse += float(np.dot(flat, flat))
+            sse += squares()
             if classification:
-                correct += int(np.count_nonzero(yT.argmax(0) == tT.argmax(0)))
-        return math.sqrt(sse * self.denom), correct / self.Xb.shape[0]
+                correct += np.count_nonzero(yT.argmax(-2) == tT.argmax(-2), axis=-1)
+        return np.sqrt(sse * self.denom), correct / self.n
+
+
+@dataclass
+class _Stop:
+    """Why and when a member stopped."""
+
+    reason: str
+    epochs_run: int
+    failure: str | None = None
+
+
+class _Book:
+    """Each member's stopping rules, history, best weights and results, by member id.
+
+    The checks of an epoch work on the active members together: arrays for a population,
+    plain numbers when one member is left (a loop of small networks pays microseconds per
+    NumPy call), with the same expressions.
+    """
+
+    def __init__(
+        self, settings: Sequence[TrainSettings], n_train: int, n_out: int, val: bool
+    ) -> None:
+        P = len(settings)
+        self.settings = list(settings)
+        self.classification = settings[0].classification
+        keys = ["train_rmse"] + (["val_rmse"] if val else [])
+        if self.classification:
+            keys += ["train_accuracy"] + (["val_accuracy"] if val else [])
+        self.history = History(keys, P)
+        self.n_train, self.denom = n_train, 1.0 / (n_train * n_out)
+        self.epochs = np.array([s.epochs for s in settings])
+        self.tol = np.array([s.tol for s in settings], dtype=float)
+        self.patience = np.array([s.patience or 0 for s in settings])
+        self.prev = np.full(P, np.nan)
+        self.best_val = np.full(P, np.inf)
+        self.wait = np.zeros(P, dtype=np.int64)
+        self.best_epoch: dict[int, int] = {}
+        self.best_weights: dict[int, list[Array]] = {}
+        self.snapshots: dict[int, dict[int, list[Array]]] = {i: {} for i in range(P)}
+        self.snapshot_epochs = set().union(*(s.snapshot_epochs for s in settings))
+        self.results: dict[int, TrainResult] = {}
+        self.follow(list(range(P)))
+
+    def follow(self, ids: list[int]) -> None:
+        """The active members: one (plain numbers) or several (arrays)."""
+        single = len(ids) == 1
+        self.cols: Any = ids[0] if single else np.array(ids)
+        self.sqrt: Callable[[Any], Any] = math.sqrt if single else np.sqrt
+        self.broken: Callable[[Any], Any] = (
+            (lambda x: not math.isfinite(x)) if single else (lambda x: ~np.isfinite(x))
+        )
+        self.any: Callable[[Any], Any] = bool if single else np.ndarray.any
+
+    def record(self, epoch: int, runner: _Runner, sse: Any, correct: Any) -> dict[int, _Stop]:
+        """Book the epoch's numbers; return the members (by position) that stop after it."""
+        cols, history = self.cols, self.history
+        rmse = self.sqrt(sse * self.denom)
+        history.put("train_rmse", epoch, cols, rmse)
+        if correct is not None:
+            history.put("train_accuracy", epoch, cols, correct / self.n_train)
+        history.length[cols] = epoch
+        diverged = self.broken(rmse)
+        converged = abs(rmse - self.prev[cols]) < self.tol[cols]  # never with tol = 0
+        self.prev[cols] = rmse
+        last = self.epochs[cols] <= epoch
+        early: Any = False
+        if epoch in self.snapshot_epochs or runner.validation is not None or self.any(diverged):
+            early = self._slow_path(epoch, runner, diverged)
+        if not self.any(diverged | converged | last | early):
+            return {}
+        stops: dict[int, _Stop] = {}
+        for reason, mask in (
+            ("max_epochs", last),
+            ("tolerance", converged),
+            ("early_stopping", early),
+        ):
+            stops.update({int(p): _Stop(reason, epoch) for p in np.flatnonzero(mask)})
+        for p in np.flatnonzero(diverged):
+            loss = float(np.atleast_1d(sse)[p])
+            stops[int(p)] = _Stop("diverged", epoch - 1, f"diverged at epoch {epoch}: loss={loss}")
+            history.length[runner.ids[p]] = epoch - 1  # keep only the finite history
+        return stops
+
+    def _slow_path(self, epoch: int, runner: _Runner, diverged: Any) -> Any:
+        """Snapshots, validation and early stopping; returns the members that stop early."""
+        alive = np.atleast_1d(np.logical_not(diverged))
+        for pos in np.flatnonzero(alive):
+            member = runner.ids[pos]
+            if epoch in self.settings[member].snapshot_epochs:
+                self.snapshots[member][epoch] = runner.net.member_weights(int(pos))
+        if runner.validation is None:
+            return False
+        ids = np.array(runner.ids)
+        val, val_acc = runner.validation(self.classification)
+        self.history.put("val_rmse", epoch, ids, val)
+        if self.classification:
+            self.history.put("val_accuracy", epoch, ids, val_acc)
+        watched = alive & (self.patience[ids] > 0)
+        better = watched & (val < self.best_val[ids] - self.tol[ids])
+        for pos in np.flatnonzero(better):
+            member = ids[pos]
+            self.best_val[member], self.best_epoch[member] = val[pos], epoch
+            self.best_weights[member] = runner.net.member_weights(int(pos))
+        self.wait[ids[better]] = 0
+        self.wait[ids[watched & ~better]] += 1
+        return watched & ~better & (self.wait[ids] >= self.patience[ids])
+
+    def snapshot_start(self, runner: _Runner) -> None:
+        """The initial weights of the members that want a snapshot at epoch 0."""
+        if 0 in self.snapshot_epochs:
+            self._slow_path(0, runner, np.zeros(len(runner.ids), dtype=bool))
+
+    def finish(self, member: int, pos: int, runner: _Runner, stop: _Stop, seconds: float) -> None:
+        """The member's result: its weights now (the best ones with early stopping)."""
+        kept = stop.reason not in ("interrupted", "diverged")
+        best = self.best_weights.get(member) if kept else None
+        self.results[member] = TrainResult(
+            history=self.history.series(member, stop=stop.epochs_run),
+            weights=best if best is not None else runner.net.member_weights(pos),
+            epochs_run=stop.epochs_run,
+            seconds=seconds,
+            stop_reason=stop.reason,
+            failure=stop.failure,
+            interrupted=stop.reason == "interrupted",
+            best_epoch=self.best_epoch.get(member),
+            snapshots=self.snapshots[member],
+        )
+
+
+Monitor = Callable[[Progress], None]
 
 
 def fit(
     net: MLP,
-    X: Array,
-    Y: Array,
+    data: TrainData,
     optimizer: Optimizer,
-    settings: TrainSettings,
-    rng: np.random.Generator,
-    X_val: Array | None = None,
-    Y_val: Array | None = None,
-    on_epoch: EpochCallback | None = None,
-) -> TrainResult:
-    """Train ``net`` in place; returns the history (numpy arrays, one entry per epoch).
+    settings: Sequence[TrainSettings],
+    rngs: Sequence[np.random.Generator],
+    on_epoch: Monitor | None = None,
+) -> list[TrainResult]:
+    """Train ``net``'s members; returns each member's result (history, final weights, why).
 
-    The data are copied once, in the network's dtype: the inputs with their bias column
-    (one sample per row), the targets transposed (one sample per column, the layout of the
-    workspaces). A batch is a view of them (of their shuffled copies when shuffling, redone
-    in place each epoch), and each batch size gets one compiled step
-    (:meth:`MLP.make_step`). With plain SGD the learning rate (and 1/batch for
-    ``reduction=mean``) multiplies the output error once and each matrix takes
-    ``W -= grad`` right in the backward pass; other optimisers get the gradients.
+    ``settings`` and ``rngs`` (the shuffling streams) have one entry per member; ``data``
+    holds every member's samples. The data are copied once, in the network's dtype: the
+    inputs with their bias column (one sample per row), the targets transposed (one sample
+    per column, the layout of the workspaces); a batch is a view of them. ``net`` is
+    trained in place until its first member stops; the results hold every member's final
+    weights. ``on_epoch`` is called about 20 times a second (at least every 1 000 epochs).
     """
-    s = settings
-    if s.loss not in ("mse", "cross_entropy"):
-        raise ValueError(f"unknown loss {s.loss!r}")
-    dtype = net.dtype
-    Xb_all = add_bias(np.asarray(X, dtype=dtype))
-    TT_all = np.ascontiguousarray(np.asarray(Y, dtype=dtype).T)
-    n = Xb_all.shape[0]
-    spans = _batches(n, s.batch_size)
-    shuffle = s.shuffle and len(spans) > 1
-    Xs, Ts = Xb_all, TT_all
-    if shuffle:
-        Xs, Ts = np.empty_like(Xb_all), np.empty_like(TT_all)
-    classification = s.classification
-    validate = (
-        _Validation(net, X_val, Y_val)
-        if X_val is not None and Y_val is not None and len(X_val) > 0
-        else None
-    )
-    hist_rmse = np.empty(s.epochs)
-    hist_val = np.empty(s.epochs) if validate is not None else None
-    hist_acc = np.empty(s.epochs) if classification else None
-    hist_val_acc = np.empty(s.epochs) if (classification and validate is not None) else None
-    denom = 1.0 / (n * TT_all.shape[0])
-    snapshot_at = set(s.snapshot_epochs)
-    snapshots: dict[int, list[Array]] = {}
-    if 0 in snapshot_at:
-        snapshots[0] = net.get_weights()
-
-    # one compiled step per batch size; ``scales`` are the 0-d arrays multiplying δ_out
-    fold = _folds_lr(optimizer)
-    base_lr = optimizer.lr
-    constant_lr = s.schedule == "constant"
-    steps: dict[int, tuple[Callable[[Array, Array], Any], Array | None, float]] = {}
-    for a, b in spans:
-        size = b - a
-        if size in steps:
-            continue
-        per_sample = 1.0 / size if s.reduction == "mean" else 1.0
-        factor = base_lr * per_sample if fold else per_sample
-        scale = None if factor == 1.0 and constant_lr else np.array(factor, dtype)
-        step = net.make_step(net.workspace(size), s.loss, scale, update=fold)
-        steps[size] = (step, scale, per_sample)
-    batches = [
-        (Xs[a:b].T, Ts[:, a:b], steps[b - a][0], net.workspace(b - a).actsT[-1]) for a, b in spans
-    ]
-    grads, opt_step = net.grads, optimizer.step
-
-    # the one-batch case (the tutorial's full batch) skips the batch loop
-    only = batches[0] if len(batches) == 1 and fold and not classification else None
-    sqrt, isfinite, tol, every = math.sqrt, math.isfinite, s.tol, s.callback_every
-
-    best_val, best_epoch, best_weights, wait = math.inf, None, None, 0
-    stop_reason, failure, interrupted = "max_epochs", None, False
-    prev = math.nan
-    epoch = 0
-    lr = base_lr
+    if len({(s.batch_size, s.loss, s.classification) for s in settings}) != 1:
+        raise ValueError("a population shares its batch size, loss and task")
+    runner = _Runner(net, data, optimizer, settings, rngs)
+    book = _Book(settings, runner.Xb.shape[-2], runner.TT.shape[-2], runner.val is not None)
+    book.snapshot_start(runner)
+    classification, next_call = settings[0].classification, 1
     t0 = time.perf_counter()
+    epoch = 0
     try:
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected below
-            for epoch in range(1, s.epochs + 1):
-                if not constant_lr:
-                    lr = scheduled_lr(base_lr, s.schedule, epoch - 1, s.step_size, s.gamma)
-                    if fold:
-                        for _, scale, per_sample in steps.values():
-                            assert scale is not None
-                            scale[()] = lr * per_sample
-                if shuffle:
-                    perm = rng.permutation(n)
-                    np.take(Xb_all, perm, axis=0, out=Xs)
-                    np.take(TT_all, perm, axis=1, out=Ts)
-                if only is not None:
-                    sse = float(only[2](only[0], only[1]))
-                else:
-                    sse = 0.0
-                    correct = 0
-                    for xT, tT, step, yT in batches:
-                        sse += float(step(xT, tT))
-                        if classification:  # the step leaves the batch's outputs in yT
-                            correct += int(np.count_nonzero(yT.argmax(0) == tT.argmax(0)))
-                        if not fold:
-                            opt_step(grads, lr)
-                    if hist_acc is not None:
-                        hist_acc[epoch - 1] = correct / n
-                rmse = sqrt(sse * denom)
-                hist_rmse[epoch - 1] = rmse
-                if not isfinite(rmse):
-                    failure = f"diverged at epoch {epoch}: loss={sse}"
-                    stop_reason = "diverged"
-                    epoch -= 1  # keep only the finite history
-                    break
-                if snapshot_at and epoch in snapshot_at:
-                    snapshots[epoch] = net.get_weights()
-                if on_epoch is not None and epoch % every == 0:
-                    on_epoch(epoch, rmse)
-                if validate is not None:
-                    assert hist_val is not None
-                    val, val_acc = validate(classification)
-                    hist_val[epoch - 1] = val
-                    if hist_val_acc is not None:
-                        hist_val_acc[epoch - 1] = val_acc
-                    if s.patience is not None:
-                        if val < best_val - tol:
-                            best_val, best_epoch, wait = val, epoch, 0
-                            best_weights = net.get_weights()
-                        else:
-                            wait += 1
-                            if wait >= s.patience:
-                                stop_reason = "early_stopping"
-                                break
-                if tol > 0 and abs(rmse - prev) < tol:
-                    stop_reason = "tolerance"
-                    break
-                prev = rmse
-            else:
-                epoch = s.epochs
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            while runner.ids:
+                epoch += 1
+                lrs = runner.set_epoch(epoch)
+                runner.shuffle()
+                sse, correct = runner.epoch(lrs, classification)
+                stops = book.record(epoch, runner, sse, correct)
+                if on_epoch is not None and epoch >= next_call:
+                    on_epoch(Progress(epoch, list(runner.ids), book.history))
+                    rate = epoch / max(time.perf_counter() - t0, 1e-9)
+                    next_call = epoch + int(min(1000, max(1, rate / 20)))
+                if stops:
+                    _stop(book, runner, stops, time.perf_counter() - t0)
     except KeyboardInterrupt:
-        interrupted = True
-        stop_reason = "interrupted"
-        epoch -= 1  # the interrupted epoch is incomplete
-    seconds = time.perf_counter() - t0
-    if best_weights is not None and not interrupted and failure is None:
-        net.set_weights(best_weights)
-    history = {"train_rmse": hist_rmse[:epoch].copy()}
-    if hist_val is not None:
-        history["val_rmse"] = hist_val[:epoch].copy()
-    if hist_acc is not None:
-        history["train_accuracy"] = hist_acc[:epoch].copy()
-    if hist_val_acc is not None:
-        history["val_accuracy"] = hist_val_acc[:epoch].copy()
-    return TrainResult(
-        history=history,
-        weights=net.get_weights(),
-        epochs_run=epoch,
-        seconds=seconds,
-        stop_reason=stop_reason,
-        failure=failure,
-        interrupted=interrupted,
-        best_epoch=best_epoch,
-        snapshots=snapshots,
-    )
+        done = max(epoch - 1, 0)  # the interrupted epoch is incomplete
+        book.history.length[runner.ids] = done
+        _stop(
+            book,
+            runner,
+            dict.fromkeys(range(len(runner.ids)), _Stop("interrupted", done)),
+            time.perf_counter() - t0,
+        )
+    return [book.results[m] for m in range(net.members)]
+
+
+def _stop(book: _Book, runner: _Runner, stops: dict[int, _Stop], seconds: float) -> None:
+    """Finish the stopped members and go on with the others."""
+    for pos, stop in stops.items():
+        book.finish(runner.ids[pos], pos, runner, stop, seconds)
+    keep = [pos for pos in range(len(runner.ids)) if pos not in stops]
+    if keep:
+        runner.compact(keep)
+        book.follow(runner.ids)
+    else:
+        runner.ids = []

@@ -13,13 +13,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mlplab.plots._common import figure_to_image, new_figure
+from mlplab.plots._common import DEFAULT_DPI, figure_to_image, new_figure
 from mlplab.plots.network import draw_network, max_abs_weight, network_layout_mode
 from mlplab.plots.predictions import draw_decision_boundary
 
-#: Frame size in inches and dots per inch (6 × 4 in at 80 dpi = 480 × 320 px).
+#: Frame size in inches, and its dots per inch at ``dpi=DEFAULT_DPI`` (6 × 4 in at 80 dpi
+#: = 480 × 320 px); another ``dpi`` scales the frames in proportion.
 FRAME_SIZE = (6.0, 4.0)
 FRAME_DPI = 80
+
+
+def _frame_dpi(dpi: float) -> float:
+    """Dots per inch of a frame for the figures' ``dpi`` (``FRAME_DPI`` at the default)."""
+    return FRAME_DPI * dpi / DEFAULT_DPI
 
 
 def _rmse_at(rmse: np.ndarray | None, epoch: int) -> str:
@@ -76,13 +82,15 @@ def animate_network(
     rmse: np.ndarray | None,
     path: str | Path,
     fps: int = 5,
+    dpi: float = DEFAULT_DPI,
 ) -> Path:
     """Write a GIF of the network diagram, one frame per snapshot in epoch order.
 
     Each frame is titled ``epoch E — RMSE r`` with r = ``rmse[E - 1]`` (``rmse[0]`` for
     epoch 0), ``rmse`` being the per-epoch train RMSE (epoch counted from 1). The
     edge-width scale (graph) or colour scale (heatmaps) is the largest |w| over all
-    snapshots, and the drawing mode is the same for every frame.
+    snapshots, and the drawing mode is the same for every frame. Frames are 480 × 320
+    pixels at the default ``dpi``, scaled in proportion to ``dpi`` otherwise.
     """
     if not snapshots:
         raise ValueError("snapshots is empty: nothing to animate")
@@ -91,7 +99,7 @@ def animate_network(
     mode = network_layout_mode(snapshots[epochs[0]])
     frames = []
     for epoch in epochs:
-        fig = new_figure(FRAME_SIZE, dpi=FRAME_DPI, layout=None)
+        fig = new_figure(FRAME_SIZE, dpi=_frame_dpi(dpi), layout=None)
         ax = fig.add_axes((0.01, 0.06, 0.98, 0.84))
         draw_network(ax, snapshots[epoch], max_abs=max_abs, mode=mode)
         fig.suptitle(f"epoch {epoch}{_rmse_at(rmse, epoch)}", fontsize=11, y=0.99, va="top")
@@ -107,18 +115,20 @@ def animate_decision_boundary(
     path: str | Path,
     fps: int = 5,
     rmse: np.ndarray | None = None,
+    dpi: float = DEFAULT_DPI,
 ) -> Path:
     """Write a GIF of the decision boundary of each snapshot, in epoch order.
 
     ``predict(weights, X)`` returns the network's output for ``X`` (n × 2) with those
-    weights. Frames are titled ``epoch E`` (plus ``— RMSE r`` when ``rmse`` is given).
+    weights. Frames are titled ``epoch E`` (plus ``— RMSE r`` when ``rmse`` is given) and
+    sized as in :func:`animate_network`.
     """
     if not snapshots:
         raise ValueError("snapshots is empty: nothing to animate")
     frames = []
     for epoch in sorted(snapshots):
         weights = snapshots[epoch]
-        fig = new_figure(FRAME_SIZE, dpi=FRAME_DPI)
+        fig = new_figure(FRAME_SIZE, dpi=_frame_dpi(dpi))
         ax = fig.add_subplot()
 
         def predict_at(points: np.ndarray, weights: list[np.ndarray] = weights) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
-from mlplab.plots._common import new_figure, save_figure
+from mlplab.plots._common import DEFAULT_DPI, new_figure, save_figure
 
 #: A log-scaled y axis is used when the finite positive values span more than this ratio.
 LOG_SCALE_RATIO = 100.0
@@ -46,13 +46,17 @@ def _plot_series(ax: Axes, arr: np.ndarray, label: str, colour: str) -> None:
 
 
 def plot_rmse(
-    history: Mapping[str, np.ndarray], path: str | Path, title: str = "RMSE across epochs"
+    history: Mapping[str, np.ndarray],
+    path: str | Path,
+    title: str = "RMSE across epochs",
+    dpi: float = DEFAULT_DPI,
 ) -> Path:
     """Plot ``train_rmse`` (and ``val_rmse``) against the epoch (counted from 1) to ``path``.
 
     The y axis is logarithmic when the values span more than two decades. When
     ``train_accuracy`` / ``val_accuracy`` are present they get a second panel below.
     Missing or empty curves are skipped; non-finite values (a diverged run) are not drawn.
+    The figure is 7 in wide, drawn and saved at ``dpi`` dots per inch.
     """
     train = _curve(history, "train_rmse")
     val = _curve(history, "val_rmse")
@@ -60,7 +64,7 @@ def plot_rmse(
     val_acc = _curve(history, "val_accuracy")
     has_acc = train_acc is not None or val_acc is not None
 
-    fig = new_figure((7.0, 6.5) if has_acc else (7.0, 4.5))
+    fig = new_figure((7.0, 6.5) if has_acc else (7.0, 4.5), dpi=dpi)
     if has_acc:
         ax, ax_acc = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     else:

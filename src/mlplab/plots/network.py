@@ -31,7 +31,13 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from mlplab.plots._common import NEGATIVE_COLOUR, POSITIVE_COLOUR, new_figure, save_figure
+from mlplab.plots._common import (
+    DEFAULT_DPI,
+    NEGATIVE_COLOUR,
+    POSITIVE_COLOUR,
+    new_figure,
+    save_figure,
+)
 
 MAX_GRAPH_UNITS = 64
 MAX_GRAPH_EDGES = 5000
@@ -136,42 +142,81 @@ def _edge_label(w: float) -> str:
     return f"{w:.2f}" if math.isfinite(w) else str(w)
 
 
+def _weighted_edges(
+    weights: list[np.ndarray], names: list[list[str]]
+) -> list[tuple[str, str, float, float]]:
+    """Every weight as ``(source, target, w, t)``, matrix by matrix, row by row.
+
+    The sources of ``weights[l]`` are ``names[l]`` (the bias first, as row 0), its targets
+    the units of layer ``l + 1``. ``t`` places the edge's label along it: from 0.25 for the
+    bias to 0.75 for the last unit of the source layer, so that labels do not pile up.
+    """
+    edges: list[tuple[str, str, float, float]] = []
+    for li, matrix in enumerate(weights):
+        w = np.asarray(matrix, dtype=float)
+        sources = names[li]
+        targets = names[li + 1][1:] if li + 1 < len(names) - 1 else names[li + 1]
+        for i, src in enumerate(sources):
+            t = 0.25 + 0.5 * i / max(len(sources) - 1, 1)
+            edges.extend((src, dst, float(w[i, j]), t) for j, dst in enumerate(targets))
+    return edges
+
+
 def _draw_edge_labels(
     ax: Axes,
-    weights: list[np.ndarray],
-    names: list[list[str]],
+    edges: list[tuple[str, str, float, float]],
     pos: dict[str, tuple[float, float]],
     font_size: float,
 ) -> None:
-    """Weight labels along the edges, staggered by source so they do not pile up.
+    """Weight labels along the edges (see :func:`_weighted_edges`), to 2 decimals."""
+    for src, dst, w, t in edges:
+        (x0, y0), (x1, y1) = pos[src], pos[dst]
+        ax.text(
+            x0 + t * (x1 - x0),
+            y0 + t * (y1 - y0),
+            _edge_label(w),
+            fontsize=font_size,
+            rotation=math.degrees(math.atan2(y1 - y0, x1 - x0)),
+            rotation_mode="anchor",
+            transform_rotates_text=True,
+            ha="center",
+            va="center",
+            zorder=3,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+        )
 
-    The labels of the edges leaving source ``i`` of a layer sit at a fraction
-    ``t_i`` of the way (from 0.25 for the bias to 0.75 for the last unit).
+
+def _node_kind(layer: int, index: int, n_layers: int) -> str:
+    """``"bias"``, ``"input"``, ``"hidden"`` or ``"output"``: the colour key of a node."""
+    if layer < n_layers - 1 and index == 0:
+        return "bias"
+    if layer == 0:
+        return "input"
+    return "output" if layer == n_layers - 1 else "hidden"
+
+
+def _edge_styles(
+    values: np.ndarray, max_abs: float
+) -> tuple[np.ndarray, list[tuple[float, float, float, float]], np.ndarray]:
+    """Width (points) and RGBA colour of the edge of each weight, and the drawing order.
+
+    Width grows with |w| / ``max_abs`` (a non-finite weight counts as the largest and is
+    grey); with many edges they get thinner and fainter, so a big net stays legible. The
+    order draws the strongest edges last, on top.
     """
-    n_layers = len(names)
-    for li, w in enumerate(weights):
-        sources = names[li]
-        targets = names[li + 1][1:] if li + 1 < n_layers - 1 else names[li + 1]
-        n_src = len(sources)
-        for i, src in enumerate(sources):
-            t = 0.25 + 0.5 * i / max(n_src - 1, 1)
-            x0, y0 = pos[src]
-            for j, dst in enumerate(targets):
-                x1, y1 = pos[dst]
-                angle = math.degrees(math.atan2(y1 - y0, x1 - x0))
-                ax.text(
-                    x0 + t * (x1 - x0),
-                    y0 + t * (y1 - y0),
-                    _edge_label(float(w[i, j])),
-                    fontsize=font_size,
-                    rotation=angle,
-                    rotation_mode="anchor",
-                    transform_rotates_text=True,
-                    ha="center",
-                    va="center",
-                    zorder=3,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
-                )
+    n_edges = values.size
+    finite = np.isfinite(values)
+    rel = np.where(finite, np.abs(np.where(finite, values, 0.0)) / max_abs, 1.0)
+    rel = np.clip(rel, 0.0, 1.0)
+    max_width = max(MAX_EDGE_WIDTH * min(1.0, (60 / n_edges) ** 0.5), 0.6)
+    widths = np.maximum(rel * max_width, 0.05 if n_edges > 200 else 0.3)
+    alphas = np.ones_like(rel) if n_edges <= 200 else 0.05 + 0.95 * rel**2
+    colours = []
+    for v, a in zip(values, alphas, strict=True):
+        base = "grey" if not math.isfinite(v) else (POSITIVE_COLOUR if v > 0 else NEGATIVE_COLOUR)
+        r, g, b, _ = to_rgba(base)
+        colours.append((r, g, b, float(a)))
+    return widths, colours, np.argsort(rel, kind="stable")
 
 
 def _draw_graph(
@@ -185,70 +230,32 @@ def _draw_graph(
     sizes = layer_sizes(weights)
     names = network_node_names(weights)
     pos = _positions(sizes, names)
-    n_edges = sum(int(np.size(w)) for w in weights)
+    edges = _weighted_edges(weights, names)
+    n_edges = len(edges)
     show_edge_labels = n_edges <= MAX_EDGE_LABELS if edge_labels is None else edge_labels
     show_node_labels = max(sizes) <= MAX_NODE_LABEL_UNITS if node_labels is None else node_labels
 
     g = nx.DiGraph()
-    kinds: dict[str, str] = {}
-    for li, layer in enumerate(names):
-        for j, name in enumerate(layer):
-            if li < len(sizes) - 1 and j == 0:
-                kind = "bias"
-            elif li == 0:
-                kind = "input"
-            elif li == len(sizes) - 1:
-                kind = "output"
-            else:
-                kind = "hidden"
-            kinds[name] = kind
-            g.add_node(name)
-
-    edges: list[tuple[str, str]] = []
-    values: list[float] = []
-    for li, w in enumerate(weights):
-        w = np.asarray(w, dtype=float)
-        sources = names[li]  # bias first, as row 0
-        targets = names[li + 1][1:] if li + 1 < len(sizes) - 1 else names[li + 1]
-        for i, src in enumerate(sources):
-            for j, dst in enumerate(targets):
-                edges.append((src, dst))
-                values.append(float(w[i, j]))
-                g.add_edge(src, dst, weight=float(w[i, j]))
-
-    vals = np.asarray(values)
-    finite = np.isfinite(vals)
-    rel = np.where(finite, np.abs(np.where(finite, vals, 0.0)) / max_abs, 1.0)
-    rel = np.clip(rel, 0.0, 1.0)
-    # Thinner and fainter edges when there are many of them, so a big net stays legible.
-    max_width = MAX_EDGE_WIDTH * min(1.0, (60 / n_edges) ** 0.5)
-    max_width = max(max_width, 0.6)
-    widths = np.maximum(rel * max_width, 0.05 if n_edges > 200 else 0.3)
-    alphas = np.ones_like(rel) if n_edges <= 200 else 0.05 + 0.95 * rel**2
-    colours = []
-    for v, a in zip(vals, alphas, strict=True):
-        base = "grey" if not math.isfinite(v) else (POSITIVE_COLOUR if v > 0 else NEGATIVE_COLOUR)
-        r, gg, b, _ = to_rgba(base)
-        colours.append((r, gg, b, float(a)))
-    order = np.argsort(rel, kind="stable")  # strongest edges drawn last, on top
-    edgelist = [edges[k] for k in order]
+    nodelist = [name for layer in names for name in layer]
+    g.add_nodes_from(nodelist)
+    g.add_edges_from((src, dst, {"weight": w}) for src, dst, w, _ in edges)
+    kinds = [
+        _node_kind(li, j, len(sizes)) for li, layer in enumerate(names) for j in range(len(layer))
+    ]
+    widths, colours, order = _edge_styles(np.array([e[2] for e in edges]), max_abs)
 
     # Node size from the vertical room per node (in points), capped.
     height_pt = max(ax.bbox.height / ax.figure.dpi * 72.0, 50.0)
-    spacing = height_pt / (max(sizes) + 2)
-    diameter = min(30.0, 0.8 * spacing)
+    diameter = min(30.0, 0.8 * height_pt / (max(sizes) + 2))
     node_size = max(diameter, 2.0) ** 2
-    nodelist = list(g.nodes)
-    arrows = n_edges <= MAX_EDGE_LABELS
-
     nx.draw_networkx_edges(
         g,
         pos,
-        edgelist=edgelist,
+        edgelist=[edges[k][:2] for k in order],
         width=[float(widths[k]) for k in order],
         edge_color=[colours[k] for k in order],
         ax=ax,
-        arrows=arrows,
+        arrows=n_edges <= MAX_EDGE_LABELS,
         arrowsize=10,
         node_size=node_size,
         nodelist=nodelist,
@@ -258,7 +265,7 @@ def _draw_graph(
         pos,
         nodelist=nodelist,
         node_size=node_size,
-        node_color=[_NODE_COLOURS[kinds[n]] for n in nodelist],
+        node_color=[_NODE_COLOURS[kind] for kind in kinds],
         edgecolors="#555555",
         linewidths=0.8 if diameter > 6 else 0.3,
         ax=ax,
@@ -268,7 +275,7 @@ def _draw_graph(
     if show_node_labels:
         nx.draw_networkx_labels(g, pos, font_size=font, ax=ax)
     if show_edge_labels:
-        _draw_edge_labels(ax, weights, names, pos, max(font - 2.0, 6.0))
+        _draw_edge_labels(ax, edges, pos, max(font - 2.0, 6.0))
     if legend:
         ax.text(
             0.0,
@@ -373,8 +380,13 @@ def plot_network(
     path: str | Path,
     title: str = "Final network after backpropagation",
     subtitle: str | None = None,
+    dpi: float = DEFAULT_DPI,
 ) -> Path:
-    """Draw the network (graph or heatmaps, see :func:`network_layout_mode`) to ``path``."""
+    """Draw the network (graph or heatmaps, see :func:`network_layout_mode`) to ``path``.
+
+    The figure grows with the number of layers and the widest layer; it is drawn and
+    saved at ``dpi`` dots per inch.
+    """
     sizes = layer_sizes(weights)
     mode = network_layout_mode(weights)
     if mode == "graph":
@@ -382,7 +394,7 @@ def plot_network(
         figsize = (width, min(11.0, max(4.2, 3.0 + 0.2 * max(sizes))))
     else:
         figsize = (min(20.0, 3.6 * len(weights) + 1.0), 5.5)
-    fig = new_figure(figsize, layout=None)  # axes placed by hand: no tick labels to fit
+    fig = new_figure(figsize, dpi=dpi, layout=None)  # axes placed by hand: no tick labels to fit
     top = 1.0 - (0.75 if subtitle else 0.5) / figsize[1]
     ax = fig.add_axes((0.01, 0.06, 0.98, top - 0.06))
     draw_network(ax, weights, mode=mode)

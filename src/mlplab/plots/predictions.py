@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 
-from mlplab.plots._common import as_2d, default_names, new_figure, save_figure
+from mlplab.plots._common import DEFAULT_DPI, as_2d, default_names, new_figure, save_figure
 
 #: At most this many panels (outputs) are drawn; the title says when some are left out.
 MAX_PANELS = 16
@@ -156,6 +156,7 @@ def plot_predictions(
     feature_names: list[str] | None = None,
     target_names: list[str] | None = None,
     classification: bool = False,
+    dpi: float = DEFAULT_DPI,
 ) -> Path:
     """Plot actual against predicted outputs to ``path``; the layout depends on the shapes.
 
@@ -168,7 +169,8 @@ def plot_predictions(
     * otherwise: predicted against actual per output with the y = x diagonal.
 
     At most ``MAX_PANELS`` outputs are drawn (the title says so when truncated) and at
-    most ``MAX_POINTS`` samples per panel.
+    most ``MAX_POINTS`` samples per panel. The figure is drawn and saved at ``dpi`` dots
+    per inch.
     """
     X = as_2d(X, "X")
     Y = as_2d(Y, "Y")
@@ -180,7 +182,7 @@ def plot_predictions(
     if classification:
         k = max(n_out, 2)
         cnames = default_names("class ", k, target_names if n_out > 1 else None, "target_names")
-        fig = new_figure((6.0 + 0.2 * min(k, 20), 5.0 + 0.15 * min(k, 20)))
+        fig = new_figure((6.0 + 0.2 * min(k, 20), 5.0 + 0.15 * min(k, 20)), dpi=dpi)
         _confusion(fig, Y, Y_pred, cnames)
         return save_figure(fig, path)
 
@@ -193,12 +195,12 @@ def plot_predictions(
         pairs = [(0, k) if n_in == 1 else (k, k) for k in outputs]
         if shown <= 2:  # stacked, as in the tutorial
             nrows, ncols = shown, 1
-        fig = new_figure((5.0 * ncols + 1.0, 3.4 * nrows + 0.6))
+        fig = new_figure((5.0 * ncols + 1.0, 3.4 * nrows + 0.6), dpi=dpi)
         axes = _panels(fig, shown, nrows, ncols)
         _output_vs_input(axes, X, Y, Y_pred, fnames, tnames, pairs, line=n_in == 1)
     else:
         heading = "Predicted vs actual"
-        fig = new_figure((3.6 * ncols + 0.6, 3.3 * nrows + 0.6))
+        fig = new_figure((3.6 * ncols + 0.6, 3.3 * nrows + 0.6), dpi=dpi)
         _predicted_vs_actual(_panels(fig, shown, nrows, ncols), Y, Y_pred, tnames, outputs)
     if shown < n_out:
         heading += f" (first {shown} of {n_out} outputs shown)"
@@ -273,13 +275,15 @@ def plot_decision_boundary(
     Y: np.ndarray,
     path: str | Path,
     title: str = "Decision boundary",
+    dpi: float = DEFAULT_DPI,
 ) -> Path:
     """Plot the predicted class over the plane of the 2-D inputs, with the data, to ``path``.
 
     ``predict`` maps an (n, 2) array to (n, k) scores (argmax = class) or (n, 1)
     probabilities (> 0.5 = class 1); ``Y`` is one-hot, one column, or integer labels.
+    The 6 × 5 in figure is drawn and saved at ``dpi`` dots per inch.
     """
-    fig = new_figure((6.0, 5.0))
+    fig = new_figure((6.0, 5.0), dpi=dpi)
     ax = fig.add_subplot()
     draw_decision_boundary(ax, predict, X, Y)
     ax.set_title(title)

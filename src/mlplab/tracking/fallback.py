@@ -13,7 +13,7 @@ the run, the calls that had already succeeded included, is written to a folder::
 
 One command recreates the run, with all of that and its final status, in a store::
 
-    python -m mlplab.fallback import <folder> [--tracking-uri URI] [--experiment NAME]
+    python -m mlplab.tracking.fallback import <folder> [--tracking-uri URI] [--experiment NAME]
 
 (``URI`` defaults to the store the run was meant for). If the original, incomplete run is
 found in that store still RUNNING, it is closed as FAILED with a tag pointing at the
@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 
 from mlplab.errors import UserError
-from mlplab.tracking import ModelRequest
+from mlplab.tracking.sink import ModelRequest, Sink
+from mlplab.tracking.store import open_store, save_model
+from mlplab.tracking.uris import configure_http, resolve_uri
 
 FORMAT = "mlplab-fallback/1"
 MANIFEST = "manifest.json"
@@ -65,7 +67,7 @@ def _describe(exc: BaseException) -> str:
 
 def import_command(folder: Path) -> str:
     """The one command that imports ``folder`` (into the store the run was meant for)."""
-    return f"python -m mlplab.fallback import {shlex.quote(str(folder))}"
+    return f"python -m mlplab.tracking.fallback import {shlex.quote(str(folder))}"
 
 
 class FallbackSink:
@@ -73,7 +75,7 @@ class FallbackSink:
 
     def __init__(
         self,
-        inner: Any,
+        inner: Sink,
         folder: Path,
         tracking_uri: str,
         experiment: str,
@@ -117,14 +119,17 @@ class FallbackSink:
         self.manifest["tags"].update({k: str(v) for k, v in tags.items()})
         self.inner.start(params, tags, run_name)
 
-    def log_history(self, history: Mapping[str, np.ndarray]) -> None:
-        """Per-epoch series, step = epoch counted from 1."""
+    def log_history(
+        self, history: Mapping[str, np.ndarray], steps: Sequence[int] | None = None
+    ) -> None:
+        """Per-epoch series; ``steps`` are their epochs (default 1, 2, ...)."""
         now = _now_ms()
         for key, values in history.items():
             points = self.manifest["metrics"].setdefault(key, [])
-            for step, value in enumerate(np.asarray(values, dtype=float).tolist(), start=1):
-                points.append([step, value, now])
-        self._pass_on(lambda: self.inner.log_history(history))
+            numbers = range(1, len(values) + 1) if steps is None else steps
+            for step, value in zip(numbers, np.asarray(values, dtype=float).tolist(), strict=True):
+                points.append([int(step), value, now])
+        self._pass_on(lambda: self.inner.log_history(history, steps))
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Single-point metrics, step 0."""
@@ -209,7 +214,7 @@ class FallbackSink:
         target = self.folder / ARTIFACTS / "model"
         shutil.rmtree(target, ignore_errors=True)
         try:
-            self._model.save(target)
+            save_model(self._model, target)
         except Exception as exc:  # the rest of the record matters more
             self.manifest["model_error"] = _describe(exc)
 
@@ -275,17 +280,6 @@ def import_folder(
     force: bool = False,
 ) -> str:
     """Recreate the run recorded in ``folder`` in a store; returns the new run id."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    from mlplab.tracking import (
-        METRIC_CHUNK,
-        PARAM_CHUNK,
-        PARAM_MAX_LEN,
-        ensure_experiment,
-        get_client,
-        resolve_uri,
-    )
-
     folder = Path(folder).resolve()
     manifest = load_manifest(folder)
     uri = resolve_uri(tracking_uri or manifest["tracking_uri"])
@@ -295,61 +289,42 @@ def import_folder(
             f"{str(folder)!r} was already imported into {uri} as run {done[-1]['run_id']} "
             "(--force imports it again)"
         )
-    client = get_client(uri)
-    experiment_id = ensure_experiment(client, experiment or manifest["experiment"], uri)
+    store = open_store(uri)
     original = manifest.get("run_id")
-    tags = {k: str(v)[:PARAM_MAX_LEN] for k, v in manifest["tags"].items()}
-    tags["mlplab_fallback_folder"] = str(folder)[:PARAM_MAX_LEN]
+    tags = {**manifest["tags"], "mlplab_fallback_folder": str(folder)}
     if original:
         tags["mlplab_fallback_of"] = original
     parent = manifest.get("parent_run_id")
-    if parent:
-        if _run_status(client, parent) is not None:
-            tags["mlflow.parentRunId"] = parent
-        else:
-            tags["mlplab_parent_run_id"] = parent
-    run = client.create_run(
-        experiment_id,
-        start_time=manifest.get("start_time"),
-        tags=tags,
-        run_name=manifest.get("run_name"),
+    if parent and store.get_run(parent) is None:
+        tags["mlplab_parent_run_id"], parent = parent, None
+    run_id = store.create_run(
+        experiment or manifest["experiment"],
+        manifest.get("run_name"),
+        tags,
+        manifest["params"],
+        parent,
+        manifest.get("start_time"),
     )
-    run_id = run.info.run_id
     try:
-        params = [Param(k, v) for k, v in manifest["params"].items()]
-        for i in range(0, len(params), PARAM_CHUNK):
-            client.log_batch(run_id, params=params[i : i + PARAM_CHUNK])
-        batch: list[Metric] = []
-        for key, points in manifest["metrics"].items():
-            for step, value, stamp in points:
-                batch.append(Metric(key, float(value), int(stamp), int(step)))
-                if len(batch) == METRIC_CHUNK:
-                    client.log_batch(run_id, metrics=batch)
-                    batch = []
-        if batch:
-            client.log_batch(run_id, metrics=batch)
+        store.log_recorded(run_id, manifest["metrics"])
         artifacts = folder / ARTIFACTS
         if artifacts.is_dir() and any(artifacts.iterdir()):
-            client.log_artifacts(run_id, str(artifacts))
-        status = manifest.get("status") or "FAILED"
+            store.log_artifacts(run_id, artifacts)
         if not manifest.get("status"):
-            client.log_batch(run_id, tags=[RunTag("failure_reason", "the run never ended")])
-        client.set_terminated(run_id, status=status, end_time=manifest.get("end_time"))
+            store.set_tags(run_id, {"failure_reason": "the run never ended"})
+        store.end_run(run_id, manifest.get("status") or "FAILED", manifest.get("end_time"))
     except BaseException:
         with contextlib.suppress(Exception):
-            client.delete_run(run_id)  # no half-imported run left behind
+            store.delete_run(run_id)  # no half-imported run left behind
         raise
-    if original and original != run_id and _run_status(client, original) == "RUNNING":
-        try:
-            client.set_tag(
+    if original and original != run_id:
+        with contextlib.suppress(Exception):
+            store.close_if_running(
                 original,
-                "failure_reason",
+                "FAILED",
                 f"the tracking store failed during the run; its full record was imported "
                 f"as run {run_id}",
             )
-            client.set_terminated(original, status="FAILED")
-        except Exception:
-            pass
     manifest.setdefault("imports", []).append(
         {"tracking_uri": uri, "run_id": run_id, "time": _now_ms()}
     )
@@ -359,17 +334,10 @@ def import_folder(
     return run_id
 
 
-def _run_status(client: Any, run_id: str) -> str | None:
-    try:
-        return str(client.get_run(run_id).info.status)
-    except Exception:
-        return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mlplab.fallback import <folder> [--tracking-uri URI]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m mlplab.fallback",
+        prog="python -m mlplab.tracking.fallback",
         description="Import a run recorded in a fallback folder into an MLflow store.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -381,8 +349,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     imp.add_argument("--experiment", default=None, help="experiment name (default: the run's)")
     imp.add_argument("--force", action="store_true", help="import again into the same store")
     args = parser.parse_args(argv)
-    from mlplab.tracking import configure_http
-
     configure_http(5, 1)
     try:
         manifest = load_manifest(args.folder)

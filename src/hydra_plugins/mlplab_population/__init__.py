@@ -1,0 +1,1 @@
+"""mlplab's Hydra launcher plugin: ``hydra/launcher=population`` (see population_launcher)."""

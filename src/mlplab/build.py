@@ -1,0 +1,134 @@
+"""The one factory: the engine's network, optimiser and loop settings, built from the config.
+
+Every network of the project is made here: a run's (or a population's), the trace's, the
+gradient check's (:meth:`MLP.like`) and the served model's (:func:`network_from_spec`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mlplab.config import Config
+from mlplab.nn import MLP, TrainSettings, init_weights, make_optimizer
+from mlplab.nn.optimizers import Optimizer
+from mlplab.weights import check_shapes, load_weights
+
+Array = np.ndarray
+
+
+def layer_sizes(cfg: Config, n_features: int, n_outputs: int) -> list[int]:
+    """Input width, hidden widths, output width."""
+    return [n_features, *cfg.model.hidden, n_outputs]
+
+
+def network(cfg: Config, sizes: Sequence[int], members: int = 1) -> MLP:
+    """The network of ``cfg`` (``members`` of them for a population), weights zero."""
+    m = cfg.model
+    return MLP(sizes, m.activation, m.output_activation, m.negative_slope, cfg.train.dtype, members)
+
+
+def initial_weights(cfg: Config, sizes: Sequence[int], rng: np.random.Generator) -> list[Array]:
+    """The initial weights: drawn from ``rng`` (normal, xavier, he) or read from a file."""
+    m = cfg.model
+    if m.init == "file":
+        weights = load_weights(str(m.init_file))
+        check_shapes(weights, sizes, f"model.init_file={m.init_file!r}")
+        return weights
+    return init_weights(sizes, m.init, rng, m.init_scale)
+
+
+def optimizer(cfgs: Sequence[Config], net: MLP) -> Optimizer:
+    """The optimiser over ``net``'s weights, one spec (the ``optimizer`` node) per member."""
+    return make_optimizer(net.weights, [c.optimizer for c in cfgs])
+
+
+def snapshot_epochs(cfg: Config) -> list[int]:
+    """Epochs at which the animation captures weights (0 = initial).
+
+    Evenly spaced and geometrically spaced candidates, so that a run stopping early (by
+    ``train.tol``) still has many frames; the plot stage picks ``plot.frames`` of them.
+    """
+    if not (cfg.plot.enabled and cfg.plot.animate):
+        return []
+    E, n = cfg.train.epochs, min(cfg.plot.frames, cfg.train.epochs + 1)
+    candidates = (*np.linspace(0, E, n), *np.geomspace(1, E, 3 * n))
+    return sorted({round(float(e)) for e in candidates})
+
+
+def train_settings(cfg: Config) -> TrainSettings:
+    """The loop's settings for one member."""
+    t, o = cfg.train, cfg.optimizer
+    return TrainSettings(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        shuffle=t.shuffle,
+        loss=t.loss,
+        reduction=t.reduction,
+        tol=t.tol,
+        patience=t.patience,
+        schedule=o.schedule,
+        step_size=o.step_size,
+        gamma=o.gamma,
+        classification=cfg.data.task == "classification",
+        snapshot_epochs=snapshot_epochs(cfg),
+    )
+
+
+def network_spec(
+    cfg: Config,
+    sizes: Sequence[int],
+    features: list[str],
+    targets: list[str],
+    scaling: dict[str, list[float]],
+) -> dict[str, Any]:
+    """What the served model needs to rebuild the network (``network.json``)."""
+    return {
+        "sizes": list(sizes),
+        "activation": cfg.model.activation,
+        "output_activation": cfg.model.output_activation,
+        "negative_slope": cfg.model.negative_slope,
+        "dtype": cfg.train.dtype,
+        "features": features,
+        "targets": targets,
+        "scaling": scaling,
+    }
+
+
+def network_from_spec(spec: dict[str, Any], weights: Sequence[Array]) -> MLP:
+    """The network described by :func:`network_spec`, holding ``weights``."""
+    net = MLP(
+        spec["sizes"],
+        spec["activation"],
+        spec["output_activation"],
+        spec["negative_slope"],
+        spec["dtype"],
+    )
+    net.set_weights(weights)
+    return net
+
+
+def stack_key(
+    cfg: Config, n_features: int, n_outputs: int, n_train: int, n_val: int
+) -> tuple[Any, ...]:
+    """Runs whose networks stack into one population have equal keys.
+
+    Same layer sizes, activations, loss, dtype, batch size, task and data shape, and the
+    same update rule (the code path of the optimiser; its hyperparameters may differ).
+    """
+    m, t = cfg.model, cfg.train
+    return (
+        tuple(layer_sizes(cfg, n_features, n_outputs)),
+        str(m.activation),
+        str(m.output_activation),
+        m.negative_slope,
+        str(t.loss),
+        str(t.dtype),
+        t.batch_size,
+        str(cfg.data.task),
+        n_train,
+        n_val,
+        cfg.optimizer.rule,
+    )

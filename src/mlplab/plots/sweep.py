@@ -1,0 +1,168 @@
+"""Figures of a sweep or a study: every child's RMSE curve, metric against swept value,
+and an Optuna study's objective per trial.
+
+The inputs are those of :mod:`mlplab.report`: child records and the summary rows made
+from them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.ticker import NullFormatter
+
+from mlplab.plots._common import DEFAULT_DPI, new_figure, save_figure
+from mlplab.report import RANK_BY, ChildRecord
+
+#: Points of a categorical panel are spread sideways by up to this much (seeded jitter).
+JITTER = 0.12
+#: A numeric parameter with more distinct values than this gets a numeric axis.
+MAX_CATEGORIES = 8
+
+
+def plot_sweep_curves(
+    children: Sequence[ChildRecord], path: str | Path, title: str = "", dpi: float = DEFAULT_DPI
+) -> Path:
+    """Every child's train RMSE per epoch on one chart (log scale), labelled by run name.
+
+    Curves are in run-name order with distinct colours (up to 20, then a colour ramp);
+    a child that did not finish is dashed and its status added to its label.
+    """
+    fig = new_figure((10.0, 6.0), dpi=dpi)
+    ax = fig.add_subplot()
+    with_history = sorted((c for c in children if c.history), key=lambda c: c.run_name)
+    # distinct colours for up to 20 curves (tab10 repeats after 10), then a ramp
+    n = len(with_history)
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"]
+    for i, c in enumerate(with_history):
+        y = np.asarray(c.history, dtype=float)
+        label = c.run_name or c.run_id[:8]
+        if c.status != "FINISHED":
+            label += f" ({c.status})"
+        ax.plot(
+            np.arange(1, len(y) + 1),
+            y,
+            lw=1.2,
+            label=label,
+            ls="-" if c.status == "FINISHED" else "--",
+            color=cmap(i if n <= 20 else i / max(1, n - 1)),
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train RMSE")
+    if n:
+        ax.set_yscale("log")
+        ax.legend(
+            fontsize=7,
+            ncol=1 if n <= 12 else 2,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            frameon=False,
+        )
+    else:
+        ax.text(0.5, 0.5, "no RMSE history", ha="center", va="center", transform=ax.transAxes)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title or f"train RMSE of {n} runs")
+    return save_figure(fig, path)
+
+
+def _as_numbers(values: Sequence[str]) -> list[float] | None:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None
+
+
+def _draw_param_panel(ax: Axes, values: list[str], y: np.ndarray) -> None:
+    """Scatter ``y`` against the swept ``values`` (strings) on ``ax``, see plot_sweep_params."""
+    numbers = _as_numbers(values) if values else None
+    if numbers is not None and len(set(numbers)) > MAX_CATEGORIES:
+        x = np.asarray(numbers)
+        ax.scatter(x, y, s=22, alpha=0.8)
+        if x.min() > 0 and x.max() / x.min() >= 10:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        return
+    if numbers is not None:
+        levels = sorted(set(values), key=float)
+    else:
+        levels = sorted(set(values), key=lambda s: (len(s), s))
+    pos = {c: i for i, c in enumerate(levels)}
+    x = np.array([pos[v] for v in values], dtype=float)
+    rng = np.random.default_rng(0)
+    ax.scatter(x + rng.uniform(-JITTER, JITTER, x.size), y, s=22, alpha=0.8)
+    medians = [np.median(y[x == i]) for i in range(len(levels))]
+    ax.plot(range(len(levels)), medians, lw=1, color="grey", marker="_", ms=14)
+    ax.set_xticks(range(len(levels)), levels, rotation=30 if len(levels) > 4 else 0)
+    ax.set_xlim(-0.5, len(levels) - 0.5)
+
+
+def plot_sweep_params(
+    rows: Sequence[dict[str, Any]],
+    param_keys: Sequence[str],
+    path: str | Path,
+    metric: str = RANK_BY,
+    dpi: float = DEFAULT_DPI,
+) -> Path:
+    """Final ``metric`` against each swept parameter: one panel per parameter.
+
+    ``rows`` are summary rows (:func:`mlplab.report.summary_rows`); without
+    ``param_keys`` the single panel is against the run name. A parameter with at most
+    ``MAX_CATEGORIES`` distinct values is drawn as categories (numbers in numeric order,
+    other values by length then alphabetically); one with more numeric values (a tuned
+    learning rate) on a numeric axis, logarithmic when they span a factor of 10 or more.
+    Each point is a child; the grey line joins the medians of the categories. Rows
+    without the metric (NaN or absent: failed children) are counted in the panel title.
+    """
+    keys = list(param_keys) or ["run_name"]
+    fig = new_figure((max(4.0, 3.6 * len(keys)), 3.8), dpi=dpi)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    ok = [r for r in rows if not math.isnan(r.get(metric, math.nan))]
+    missing = len(rows) - len(ok)
+    y = np.array([r[metric] for r in ok], dtype=float)
+    for ax, key in zip(axes, keys, strict=True):
+        _draw_param_panel(ax, [str(r[key]) for r in ok], y)
+        if y.size and np.all(y > 0):
+            ax.set_yscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+        ax.set_title(key + (f"  ({missing} without {metric})" if missing else ""), fontsize=9)
+    fig.suptitle(f"final {metric} against each swept parameter")
+    return save_figure(fig, path)
+
+
+def plot_objective(
+    values: Sequence[float | None],
+    path: str | Path,
+    direction: str = "minimize",
+    label: str = "objective",
+    dpi: float = DEFAULT_DPI,
+) -> Path:
+    """An Optuna study's objective per trial (failed trials left out) and its best so far.
+
+    ``values[i]`` is trial ``i``'s objective (None or non-finite for a failed trial);
+    ``direction`` (``"minimize"`` or ``"maximize"``) decides what "best" means. The y
+    axis is logarithmic when every value is positive.
+    """
+    fig = new_figure((7.0, 4.0), dpi=dpi)
+    ax = fig.add_subplot()
+    trials = [i for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+    y = np.array([values[i] for i in trials], dtype=float)
+    if y.size:
+        ax.scatter(trials, y, s=18, label="trial")
+        best = np.minimum.accumulate(y) if direction == "minimize" else np.maximum.accumulate(y)
+        ax.step(trials, best, where="post", color="C3", label="best so far")
+        if np.all(y > 0):
+            ax.set_yscale("log")
+        ax.legend()
+    ax.set_xlabel("trial")
+    ax.set_ylabel(label)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"{label} of {y.size} trials")
+    return save_figure(fig, path)

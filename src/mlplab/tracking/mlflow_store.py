@@ -1,0 +1,335 @@
+"""The run store: every MLflow call of the project, behind one API.
+
+:class:`RunStore` wraps ``MlflowClient`` (no global active run): create a run or a child
+run, log params, metrics and histories in batches (params 100 to a call, metric points
+1 000), tags, artifacts and the model, end a run with a status, and read runs back. It
+hands out plain :class:`RunInfo` records, never MLflow entities, so that the pipeline,
+sweeps, tuning, rerun and the fallback import know nothing of MLflow. :class:`StoreSink`
+is the :class:`~mlplab.tracking.sink.Sink` of one run in a store.
+
+This module imports MLflow at its top; :func:`mlplab.tracking.open_store` imports this
+module on first use, so that commands which never open a store never pay for MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlplab import serving
+from mlplab.errors import TrackingError
+from mlplab.tracking.sink import ModelRequest
+from mlplab.tracking.uris import (
+    artifact_root_for,
+    check_artifact_root,
+    check_local_store,
+    first_line,
+)
+
+METRIC_CHUNK = 1000
+PARAM_CHUNK = 100
+PARAM_MAX_LEN = 6000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _cut(value: Any) -> str:
+    return str(value)[:PARAM_MAX_LEN]
+
+
+@dataclass
+class RunInfo:
+    """A run as the project reads it back."""
+
+    run_id: str
+    run_name: str
+    status: str
+    experiment_id: str
+    lifecycle_stage: str = "active"
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def _info(run: Any) -> RunInfo:
+    info, data = run.info, run.data
+    return RunInfo(
+        run_id=info.run_id,
+        run_name=info.run_name or data.tags.get("mlflow.runName", ""),
+        status=info.status,
+        experiment_id=str(info.experiment_id),
+        lifecycle_stage=info.lifecycle_stage,
+        params=dict(data.params),
+        metrics=dict(data.metrics),
+        tags=dict(data.tags),
+    )
+
+
+class RunStore:
+    """One tracking store (SQLite file, server, folder), opened once."""
+
+    def __init__(self, uri: str) -> None:
+        check_local_store(uri)
+        self.uri = uri
+        try:  # MLflow opens, and for SQLite creates or migrates, the store here
+            self.client = MlflowClient(tracking_uri=uri)
+        except Exception as exc:  # e.g. not a database, an unsupported scheme
+            raise TrackingError(
+                f"tracking.uri={uri!r}: the MLflow store cannot be opened ({first_line(exc)})"
+            ) from None
+        self._experiments: dict[str, str] = {}
+
+    # -- writing -----------------------------------------------------------------------------
+    def experiment_id(self, name: str) -> str:
+        """Id of experiment ``name``, created (with a local artifact folder) if missing."""
+        if name in self._experiments:
+            return self._experiments[name]
+        try:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None and exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            if exp is None:
+                root = artifact_root_for(self.uri)
+                location = f"{root}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" if root else None
+                # another job may create it meanwhile: either way, read it back below
+                with contextlib.suppress(MlflowException):
+                    self.client.create_experiment(name, artifact_location=location)
+                exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise TrackingError(f"experiment {name!r} could not be created")
+        except Exception as exc:  # any failure here means the store is unusable
+            raise TrackingError(
+                f"tracking.uri={self.uri!r}: the MLflow store cannot be reached or written "
+                f"({first_line(exc)})"
+            ) from None
+        check_artifact_root(exp.artifact_location, self.uri)
+        self._experiments[name] = str(exp.experiment_id)
+        return self._experiments[name]
+
+    def create_run(
+        self,
+        experiment: str,
+        run_name: str | None,
+        tags: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+        start_time: int | None = None,
+    ) -> str:
+        """A new RUNNING run (a child when ``parent_run_id`` is given), with its params."""
+        all_tags = {k: _cut(v) for k, v in tags.items()}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(
+            self.experiment_id(experiment), start_time=start_time, tags=all_tags, run_name=run_name
+        )
+        try:
+            self.log_params(run.info.run_id, params or {})
+        except BaseException:
+            with contextlib.suppress(Exception):  # the store is failing already
+                self.client.set_terminated(run.info.run_id, status="FAILED")
+            raise
+        return str(run.info.run_id)
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        """Params, 100 to a call."""
+        items = [Param(k, _cut(v)) for k, v in params.items()]
+        for i in range(0, len(items), PARAM_CHUNK):
+            self.client.log_batch(run_id, params=items[i : i + PARAM_CHUNK])
+
+    def _log_points(self, run_id: str, points: Iterable[Metric]) -> None:
+        batch: list[Metric] = []
+        for point in points:
+            batch.append(point)
+            if len(batch) == METRIC_CHUNK:
+                self.client.log_batch(run_id, metrics=batch)
+                batch = []
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Single-point metrics."""
+        now = _now_ms()
+        self._log_points(run_id, (Metric(k, float(v), now, step) for k, v in metrics.items()))
+
+    def log_history(
+        self, run_id: str, history: Mapping[str, np.ndarray], steps: Sequence[int] | None = None
+    ) -> None:
+        """Per-epoch series: ``steps`` (default 1, 2, ...) are the epochs of the values."""
+        now = _now_ms()
+        self._log_points(
+            run_id,
+            (
+                Metric(key, value, now, step)
+                for key, values in history.items()
+                for step, value in zip(
+                    range(1, len(values) + 1) if steps is None else steps,
+                    np.asarray(values, dtype=float).tolist(),
+                    strict=True,
+                )
+            ),
+        )
+
+    def log_recorded(self, run_id: str, metrics: Mapping[str, Sequence[Sequence[float]]]) -> None:
+        """Points as recorded elsewhere: ``{key: [[step, value, timestamp], ...]}``."""
+        self._log_points(
+            run_id,
+            (
+                Metric(key, float(value), int(stamp), int(step))
+                for key, points in metrics.items()
+                for step, value, stamp in points
+            ),
+        )
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Tags (values cut to MLflow's limit)."""
+        self.client.log_batch(run_id, tags=[RunTag(k, _cut(v)) for k, v in tags.items()])
+
+    def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
+        """Every file under ``local_dir``, keeping the relative layout."""
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path=artifact_path)
+
+    def log_model(self, run_id: str, request: ModelRequest) -> None:
+        """The network as an MLflow pyfunc model under ``model/``."""
+        with tempfile.TemporaryDirectory(prefix="mlplab-model-") as tmp:
+            model_dir = save_model(request, Path(tmp) / "model")
+            self.log_artifacts(run_id, model_dir, "model")
+
+    def end_run(self, run_id: str, status: str, end_time: int | None = None) -> None:
+        """Terminate the run as FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(run_id, status=status, end_time=end_time)
+
+    def reopen(self, run_id: str) -> None:
+        """Mark an ended run RUNNING again (a resumed study's parent)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def close_if_running(self, run_id: str, status: str, reason: str) -> bool:
+        """End a run that is still RUNNING, with ``failure_reason``; True if it was."""
+        run = self.get_run(run_id)
+        if run is None or run.status != "RUNNING":
+            return False
+        self.set_tags(run_id, {"failure_reason": reason})
+        self.end_run(run_id, status)
+        return True
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run (a half-written import)."""
+        self.client.delete_run(run_id)
+
+    # -- reading -----------------------------------------------------------------------------
+    def get_run(self, run_id: str) -> RunInfo | None:
+        """The run, or None if the store has no such run."""
+        try:
+            return _info(self.client.get_run(run_id))
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+                return None
+            raise TrackingError(
+                f"cannot read run {run_id!r} from {self.uri}: {first_line(exc)}"
+            ) from None
+
+    def children(self, parent_id: str) -> list[RunInfo]:
+        """Every run whose parent is ``parent_id``, oldest first."""
+        parent = self.get_run(parent_id)
+        if parent is None:
+            return []
+        out: list[RunInfo] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [parent.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+                run_view_type=ViewType.ALL,
+                max_results=1000,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            out.extend(_info(run) for run in page)
+            token = page.token
+            if not token:
+                return out
+
+    def history(self, run_id: str, key: str) -> list[float]:
+        """A metric's values in step order."""
+        points = self.client.get_metric_history(run_id, key)
+        return [m.value for m in sorted(points, key=lambda m: m.step)]
+
+    def read_text(self, run_id: str, path: str) -> str | None:
+        """The text of one artifact file, or None if the run has none there."""
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                return Path(self.client.download_artifacts(run_id, path, tmp)).read_text()
+        except Exception:
+            return None
+
+
+def save_model(request: ModelRequest, path: Path) -> Path:
+    """Write the pyfunc model folder of ``request`` at ``path``."""
+    return serving.save_model(
+        path, request.weights_file, request.network, request.X_example, request.Y_example
+    )
+
+
+class StoreSink:
+    """A :class:`~mlplab.tracking.sink.Sink` writing one run into a :class:`RunStore`."""
+
+    def __init__(self, store: RunStore, experiment: str, parent_run_id: str | None = None) -> None:
+        self.store, self.experiment, self.parent_run_id = store, experiment, parent_run_id
+        self.run_id: str | None = None
+        store.experiment_id(experiment)  # a store that cannot take runs fails here
+
+    def start(self, params: dict[str, str], tags: dict[str, str], run_name: str | None) -> None:
+        """Create the run (nested under the sweep's parent when there is one)."""
+        try:  # the id is kept as soon as the run exists: a fallback names it
+            self.run_id = self.store.create_run(
+                self.experiment, run_name, tags, parent_run_id=self.parent_run_id
+            )
+            self.store.log_params(self.run_id, params)
+        except Exception as exc:  # nothing trained yet: a store problem
+            raise TrackingError(
+                f"tracking.uri={self.store.uri!r}: cannot create a run in experiment "
+                f"{self.experiment!r} ({first_line(exc)})"
+            ) from None
+
+    def _run(self) -> str:
+        assert self.run_id is not None, "start() first"
+        return self.run_id
+
+    def log_history(
+        self, history: Mapping[str, np.ndarray], steps: Sequence[int] | None = None
+    ) -> None:
+        """Per-epoch series."""
+        self.store.log_history(self._run(), history, steps)
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Single-point metrics, step 0."""
+        self.store.log_metrics(self._run(), metrics)
+
+    def log_artifacts(self, local_dir: Path) -> None:
+        """The folder's contents at the run's artifact root."""
+        self.store.log_artifacts(self._run(), local_dir)
+
+    def log_model(self, request: ModelRequest) -> None:
+        """The network as a pyfunc model under ``model/``."""
+        self.store.log_model(self._run(), request)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tags on the run."""
+        self.store.set_tags(self._run(), tags)
+
+    def end(self, status: str) -> None:
+        """Terminate the run with ``status``."""
+        if self.run_id is not None:
+            self.store.end_run(self.run_id, status)
