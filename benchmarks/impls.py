@@ -9,13 +9,18 @@ initial weights: it has no way to take them).
   squared error, plain gradient descent, the RMSE recorded every epoch, no early stop.
 * ``large``: 100 000 × 64 → 256 → 256 → 8, relu hidden layers, identity output, squared
   error averaged over the batch, mini-batch SGD (batch 256, reshuffled every epoch).
+* ``population``: P tutorial jobs of a seed sweep (seeds 0..P-1, each its own data and
+  initial weights, drawn as the pipeline draws them), trained as one stacked population or
+  as a loop of P single networks, one after the other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
+import resource
 import time
 import warnings
 from collections.abc import Callable
@@ -423,6 +428,108 @@ def gemm_peak(n: int, dtype: str, repeats: int = 3) -> Result:
     return {"seconds": best, "gflops": 2.0 * n**3 / best / 1e9}
 
 
+# -- populations ---------------------------------------------------------------------------
+SWEEP_DATA = {  # conf/data/tutorial.yaml: a tutorial job's data node
+    "name": "tutorial",
+    "task": "regression",
+    "n_samples": 50,
+    "n_features": 2,
+    "n_outputs": 2,
+    "n_classes": 2,
+    "noise": 0.1,
+    "teacher_hidden": 0,
+    "test_fraction": 0.2,
+    "val_fraction": 0.0,
+    "standardize": False,
+    "path": None,
+    "features": None,
+    "targets": None,
+}
+
+
+def sweep_member(seed: int) -> tuple[Array, Array, list[Array]]:
+    """The training split and initial weights of the tutorial job with ``seed``, as
+    ``make sweep SWEEP=base ARGS="seed=range(0,P)"`` makes them (``pipeline.make_rngs``:
+    the seed's data, init and shuffle streams; ``data.generate``; the ``normal`` init)."""
+    from types import SimpleNamespace
+
+    from mlplab.data import generate
+    from mlplab.nn import init_weights
+
+    data_rng, init_rng, _ = np.random.default_rng(seed).spawn(3)
+    data = generate(SimpleNamespace(**SWEEP_DATA), data_rng)
+    sizes = [data.n_features, 2, data.n_outputs]
+    return data.X_train, data.Y_train, init_weights(sizes, "normal", init_rng, 1.0)
+
+
+def _rss_mib() -> float:
+    """This process's resident memory now (MiB)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory so far (MiB; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fit_members(members: list[tuple[Array, Array, list[Array]]], epochs: int, tol: float) -> Any:
+    """Train ``members`` as one population (plain arrays for one): its results."""
+    from mlplab.nn import MLP, OptimizerSpec, TrainData, TrainSettings, fit, make_optimizer
+
+    P = len(members)
+    net = MLP([2, 2, 2], "sigmoid", "sigmoid", dtype="float64", members=P)
+    for i, (_, _, weights) in enumerate(members):
+        net.set_member(i, weights)
+    X, Y = (
+        (members[0][0], members[0][1])
+        if P == 1
+        else (np.stack([m[0] for m in members]), np.stack([m[1] for m in members]))
+    )
+    opt = make_optimizer(net.weights, [OptimizerSpec("sgd", TUTORIAL_LR)] * P)
+    settings = TrainSettings(epochs=epochs, batch_size=None, reduction="sum", tol=tol)
+    rngs = [np.random.default_rng(i) for i in range(P)]
+    return fit(net, TrainData(X, Y), opt, [settings] * P, rngs)
+
+
+def _population_result(results: list[Any], start: tuple[float, float], rss: float) -> Result:
+    """What a population worker reports: times, network-epochs, memory, the final weights' hash."""
+    wall, cpu = _since(start)
+    digest = hashlib.sha256()
+    for r in results:
+        for W in r.weights:
+            digest.update(np.ascontiguousarray(W).tobytes())
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "members": len(results),
+        "network_epochs": sum(r.epochs_run for r in results),
+        "rss_before_mib": rss,
+        "peak_rss_mib": _peak_rss_mib(),
+        "final_rmse": float(np.mean([r.history["train_rmse"][-1] for r in results])),
+        "weights_sha256": digest.hexdigest(),
+    }
+
+
+def population_stacked(P: int, epochs: int, tol: float = 0.0) -> Result:
+    """P tutorial jobs trained as one population (the network's construction included)."""
+    members = [sweep_member(seed) for seed in range(P)]
+    rss = _rss_mib()
+    start = _clock()
+    results = _fit_members(members, epochs, tol)
+    return _population_result(results, start, rss)
+
+
+def population_loop(P: int, epochs: int, tol: float = 0.0) -> Result:
+    """The same P jobs as P single networks, fit one after the other."""
+    members = [sweep_member(seed) for seed in range(P)]
+    rss = _rss_mib()
+    start = _clock()
+    results = [r for m in members for r in _fit_members([m], epochs, tol)]
+    return _population_result(results, start, rss)
+
+
+POPULATION = {"stacked": population_stacked, "loop": population_loop}
 TUTORIAL = {
     "ours": tutorial_ours,
     "bare": tutorial_bare,

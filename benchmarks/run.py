@@ -1,34 +1,31 @@
-"""`make bench`: mlplab's engine against a bare NumPy loop, scikit-learn and PyTorch.
+"""`make bench`: mlplab's engine against a bare NumPy loop, scikit-learn and PyTorch; sweeps,
+populations and long runs end to end.
 
-    python benchmarks/run.py                 # everything (~10 min on 2 cores)
+    python benchmarks/run.py                 # everything (~25 min on 2 cores)
     python benchmarks/run.py --quick         # tiny sizes, one repetition (a smoke test)
     python benchmarks/run.py --cases tutorial,large --reps 3 --impls ours,bare,torch
 
-Every measurement runs in a fresh worker process (this script with ``--worker``), and the
-measurements of a case are interleaved: repetition r runs every contestant once, in an
-order rotated by r, so that a slow spell of a shared machine falls on all of them alike.
-The table gives the median over repetitions and the spread (min–max). Results go to
+Every measurement runs in a fresh process (this script with ``--worker``, or the pipeline
+itself), and the measurements of a case are interleaved: repetition r runs every contestant
+once, in an order rotated by r, so that a slow spell of a shared machine falls on all of them
+alike. The table gives the median over repetitions and the spread (min–max). Results go to
 ``benchmarks/results/latest.json`` and ``latest.md`` (``--out`` to change the folder).
 
-Cases (see ``impls.py`` for the contestants):
+Cases (see ``impls.py`` for the contestants and README.md beside this file for the details):
 
-* ``tutorial``: µs per epoch of the textbook 2-2-2 net (10 000 epochs), measured as the
-  worker's CPU time (one thread everywhere: BLAS, OpenMP and PyTorch are pinned to one),
-  which other processes on a shared machine disturb far less than wall time.
-* ``large``: seconds per epoch (wall time, all cores) of 100 000 × 64 → 256 → 256 → 8 in
-  float32 and float64, and GFLOP/s (6 × weights × samples per epoch) as a fraction of the
-  machine's measured matrix-multiply peak (the best large ``np.matmul`` seen in the run).
-* ``tracking``: the tutorial run end to end (``pipelines/run.py``, ``train.tol=0``, so all
-  10 000 epochs run), tracking off versus on (a temporary SQLite store, created by an
-  untimed first run): as ``make run`` runs it (the target: MLflow works in a helper
-  process while the job trains and plots), the same with ``tracking.background=false``
-  (MLflow in the job's process), and with plot and trace off (nothing left to overlap:
-  the MLflow cost itself).
-* ``sweep``: a 16-job multirun (4 widths × 4 learning rates, 3000 epochs at most, plot and
-  trace off) with Hydra's basic launcher (jobs one after the other in one process) versus
-  the joblib launcher (one worker process per core), and the fixed cost of one job: the
-  interpreter, the entry point's imports, MLflow's import, a 1-epoch job without and with
-  tracking.
+* ``tutorial``: µs per epoch of the textbook 2-2-2 net (10 000 epochs), CPU time, one thread.
+* ``large``: s per epoch (wall time, all cores) of 100 000 × 64 → 256 → 256 → 8 in float32 and
+  float64, and GFLOP/s as a fraction of the machine's measured matrix-multiply peak.
+* ``population``: µs per network-epoch of P = 1, 8, 64, 1 024 tutorial jobs (seeds 0..P-1)
+  trained as one stacked population against a loop of P single networks, and the peak memory
+  of 1 024 members in one group.
+* ``tracking``: the tutorial run end to end (``pipelines/run.py``), tracking off versus on.
+* ``sweep``: a 16-job multirun with the basic, joblib and population launchers, and the fixed
+  cost of one job.
+* ``sweep64``: ``make sweep SWEEP=base ARGS="seed=range(0,64)"`` against one ``make run`` (wall
+  time, interleaved), every child's record checked, and where the sweep's time goes.
+* ``long``: a 1 000 000-epoch run with tracking on versus off, its points in MLflow, and the
+  seconds from SIGTERM to exit of a long run.
 """
 
 from __future__ import annotations
@@ -36,17 +33,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import itertools
 import json
 import math
 import os
 import platform
+import re
 import shutil
+import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -55,11 +57,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
-SCHEMA = "mlplab-bench/1"
+SCHEMA = "mlplab-bench/2"
 
 TUTORIAL_IMPLS = ("ours", "bare", "textbook", "sklearn", "torch")
 LARGE_IMPLS = ("ours", "bare", "sklearn", "torch")
-ALL_CASES = ("tutorial", "large", "tracking", "sweep")
+ALL_CASES = ("tutorial", "large", "population", "tracking", "sweep", "sweep64", "long")
+QUICK_CASES = ("tutorial", "large", "population")
 OPTIONAL = {"sklearn": "sklearn", "torch": "torch"}  # contestant -> module it needs
 LABELS = {
     "ours": "mlplab.nn.fit",
@@ -68,7 +71,9 @@ LABELS = {
     "sklearn": "scikit-learn MLPRegressor",
     "torch": "PyTorch (CPU)",
 }
+SWEEP_LAUNCHERS = ("basic", "joblib", "population")
 ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+UNBUFFERED = {"PYTHONUNBUFFERED": "1"}  # output lines arrive when printed (timestamps)
 BLAS_ENV = (
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
@@ -76,29 +81,60 @@ BLAS_ENV = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
 )
+#: What every finished run must hold (SPEC §5, issue 16): artifacts, beside the history and sha.
+REQUIRED_ARTIFACTS = (
+    "weights/final.npz",
+    "plots/rmse.png",
+    "plots/predictions.png",
+    "plots/network.png",
+    "history/train_rmse.npy",
+)
+MAX_POINTS = 10_000  # tracking.max_points' default
+KILLED_EXIT = 130  # cli.EXIT_STATUS["KILLED"]
 
 
 # -- sizes -----------------------------------------------------------------------------------
 def sizes(quick: bool) -> dict[str, Any]:
     """Problem sizes: the real ones, or tiny ones for ``--quick``."""
+    common = {"population_sizes": [1, 8, 64, 1024], "memory_members": 1024}
     if quick:
         return {
+            **common,
             "tutorial_epochs": 300,
             "warmup_epochs": 20,
             "large_n": 2048,
             "large_epochs": 2,
             "peak_n": 384,
             "sweep_epochs": 20,
-            "reps": {"tutorial": 1, "large": 1, "tracking": 1, "sweep": 1},
+            "population_epochs": 10,
+            "memory_epochs": 20,
+            "sweep64_jobs": 4,
+            "long_epochs": 3000,
+            "sigterm_wait": 2.0,
+            "reps": dict.fromkeys(ALL_CASES, 1),
         }
     return {
+        **common,
         "tutorial_epochs": 10_000,
         "warmup_epochs": 300,
         "large_n": 100_000,
         "large_epochs": 2,
         "peak_n": 2048,
         "sweep_epochs": 3000,
-        "reps": {"tutorial": 5, "large": 3, "tracking": 3, "sweep": 2},
+        "population_epochs": 1000,
+        "memory_epochs": 10_000,
+        "sweep64_jobs": 64,
+        "long_epochs": 1_000_000,
+        "sigterm_wait": 10.0,
+        "reps": {
+            "tutorial": 5,
+            "large": 3,
+            "population": 3,
+            "tracking": 3,
+            "sweep": 2,
+            "sweep64": 3,
+            "long": 2,
+        },
     }
 
 
@@ -113,10 +149,17 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         fn = impls.TUTORIAL[spec["impl"]]
         fn(spec["warmup_epochs"])  # imports, first calls, allocator: not timed
         return fn(spec["epochs"])
+    if kind == "population":
+        train = impls.POPULATION[spec["impl"]]
+        if spec["warmup_epochs"]:
+            train(min(spec["members"], 8), spec["warmup_epochs"])
+        return train(spec["members"], spec["epochs"], spec.get("tol", 0.0))
     if kind == "large":
         return impls.LARGE[spec["impl"]](spec["n"], spec["dtype"], spec["epochs"])
     if kind == "peak":
         return impls.gemm_peak(spec["n"], spec["dtype"])
+    if kind == "store":
+        return store_report(spec["uri"])
     if kind == "blas":
         try:
             from threadpoolctl import threadpool_info
@@ -124,6 +167,48 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             return {"threadpools": []}
         return {"threadpools": threadpool_info()}
     raise ValueError(f"unknown worker kind {kind!r}")
+
+
+def store_report(uri: str) -> dict[str, Any]:
+    """Every run of a store, read back through MLflow: what the record checks need."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, max_results=50_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        return {"runs": [_run_facts(client, run, Path(tmp)) for run in runs]}
+
+
+def _run_facts(client: Any, run: Any, tmp: Path) -> dict[str, Any]:
+    """One run's status, epochs, train_rmse points, artifacts, sha and history length."""
+    import numpy as np
+
+    rid = run.info.run_id
+    steps = [m.step for m in client.get_metric_history(rid, "train_rmse")]
+    present = {
+        a.path
+        for folder in ("weights", "plots", "history")
+        for a in client.list_artifacts(rid, folder)
+    }
+    history = None
+    if "history/train_rmse.npy" in present:
+        (tmp / rid).mkdir()
+        path = client.download_artifacts(rid, "history/train_rmse.npy", str(tmp / rid))
+        history = int(np.load(path).shape[0])
+    epochs = run.data.metrics.get("epochs_run")
+    return {
+        "id": rid,
+        "name": run.info.run_name,
+        "status": run.info.status,
+        "parent": run.data.tags.get("mlflow.parentRunId"),
+        "epochs_run": int(epochs) if epochs is not None else None,
+        "points": len(steps),
+        "steps": [min(steps), max(steps)] if steps else [],
+        "artifacts": sorted(present),
+        "sha256": run.data.tags.get("weights_sha256"),
+        "history_len": history,
+    }
 
 
 # -- orchestrator side -----------------------------------------------------------------------
@@ -136,6 +221,10 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
+
+
+def _tail(text: str) -> str:
+    return (text.strip().splitlines() or ["(no output)"])[-1][:300]
 
 
 def run_worker(
@@ -157,34 +246,125 @@ def run_worker(
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {"error": f"exit {proc.returncode}: {tail[:300]}"}
+        return {"error": f"exit {proc.returncode}: {_tail(proc.stderr)}"}
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 
 
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL the process group of a command this script started (its own session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def run_command(
-    args: Sequence[str], cwd: Path, timeout: float = 900, env: dict[str, str] | None = None
+    args: Sequence[str],
+    timeout: float = 900,
+    env: dict[str, str] | None = None,
+    keep_lines: bool = False,
 ) -> dict[str, Any]:
-    """Wall time of a whole subprocess (start to exit)."""
-    t0 = time.perf_counter()
+    """Wall time of a whole command (start to exit) and its peak RSS (the largest of it and
+    the children it waited for); with ``keep_lines``, every output line (stdout and stderr)
+    with the second it arrived, and the start as a Unix time."""
+    started, t0 = time.time(), time.perf_counter()
+    proc = subprocess.Popen(
+        list(args),
+        cwd=ROOT,
+        env=_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[tuple[float, str]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append((time.perf_counter() - t0, line.rstrip("\n")))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    timer = threading.Timer(timeout, _kill_group, (proc,))
+    timer.start()
     try:
-        proc = subprocess.run(
-            list(args),
-            cwd=cwd,
-            env=_env(env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # Ctrl-C: the command's whole session goes too
+        _kill_group(proc)
+        raise
+    finally:
+        timer.cancel()
     wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join(timeout=10)  # a grandchild may hold the pipe: don't wait for it
+    out: dict[str, Any] = {"wall": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
+    if wall >= timeout:
+        return {"error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {"error": f"exit {proc.returncode}: {tail[:300]}", "wall": wall}
-    return {"wall": wall}
+        out["error"] = f"exit {proc.returncode}: {_tail(chr(10).join(t for _, t in lines))}"
+    if keep_lines:
+        out.update(lines=lines, started_at=started)
+    return out
+
+
+def interrupt_after(
+    args: Sequence[str], db: Path, run_name: str, wait: float, timeout: float = 300
+) -> dict[str, Any]:
+    """Start a command, wait until its run ``run_name`` is in the SQLite store ``db`` and then
+    ``wait`` seconds, send it SIGTERM: the seconds until it exits, and its exit status."""
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen(
+            list(args),
+            cwd=ROOT,
+            env=_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not _run_in_store(db, run_name):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    output.seek(0)
+                    why = f"exit {proc.returncode}" if proc.returncode is not None else "no run"
+                    return {
+                        "error": f"{why} before its run appeared: {_tail(output.read().decode())}"
+                    }
+                time.sleep(0.2)
+            time.sleep(wait)
+            t0 = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:  # a miss, timed as such
+                return {"error": "still running 120 s after SIGTERM", "seconds": 120.0}
+            return {"seconds": time.perf_counter() - t0, "exit_code": code}
+        finally:
+            if proc.poll() is None:
+                _kill_group(proc)
+                proc.wait()
+
+
+def _run_in_store(db: Path, run_name: str) -> bool:
+    """Whether the MLflow SQLite store ``db`` holds a run named ``run_name`` (read only)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            return (
+                con.execute("SELECT 1 FROM runs WHERE name = ?", (run_name,)).fetchone() is not None
+            )
+    except sqlite3.Error:
+        return False
+
+
+def _describe(result: dict[str, Any]) -> str:
+    """A one-line summary of a measurement: its error, or its numbers."""
+    if "error" in result:
+        return str(result["error"])
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}=[{', '.join(f'{x:.4g}' for x in v)}]"
+        for k, v in result.items()
+        if isinstance(v, float) or (isinstance(v, list) and v and isinstance(v[0], float))
+    )
 
 
 def round_robin(
@@ -198,14 +378,7 @@ def round_robin(
         for name in names[shift:] + names[:shift]:
             result = tasks[name]()
             out[name].append(result)
-            status = result.get("error") or ", ".join(
-                f"{k}={v:.4g}"
-                if isinstance(v, float)
-                else f"{k}=[{', '.join(f'{x:.4g}' for x in v)}]"
-                for k, v in result.items()
-                if isinstance(v, float) or (isinstance(v, list) and v and isinstance(v[0], float))
-            )
-            log(f"  rep {rep + 1}/{reps} {name}: {status}")
+            log(f"  rep {rep + 1}/{reps} {name}: {_describe(result)}")
     return out
 
 
@@ -237,6 +410,18 @@ def _summarise(
     return entry
 
 
+def _wall(r: dict[str, Any]) -> float:
+    return float(r["wall"])
+
+
+def _median(entry: dict[str, Any] | None) -> float | None:
+    return entry.get("median") if entry and entry.get("n") else None
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
 def available(impls: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """The contestants whose package is installed, and why the others are skipped."""
     keep, skipped = [], {}
@@ -249,7 +434,50 @@ def available(impls: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     return keep, skipped
 
 
-# -- cases -----------------------------------------------------------------------------------
+def _pipeline(*overrides: str) -> list[str]:
+    return [PY, str(ROOT / "pipelines" / "run.py"), *overrides]
+
+
+class Scratch:
+    """A temporary folder with a SQLite store, where the pipeline's commands run and write."""
+
+    def __init__(self, name: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"mlplab-bench-{name}-"))
+        self.db = self.dir / "mlflow.db"
+        self.uri = f"sqlite:///{self.db}"
+        self.tracked = f"tracking.uri={self.uri}"
+        self._numbers = itertools.count()
+
+    def folder(self, kind: str) -> Path:
+        """A new numbered folder name under ``kind`` (``outputs``, ``multirun``)."""
+        return self.dir / kind / str(next(self._numbers))
+
+    def run(self, *overrides: str, **kwargs: Any) -> dict[str, Any]:
+        """``pipelines/run.py`` with ``overrides``, in a folder of its own: its wall time."""
+        return run_command(
+            _pipeline(*overrides, f"hydra.run.dir={self.folder('outputs')}"), **kwargs
+        )
+
+    def multirun(self, *overrides: str, **kwargs: Any) -> dict[str, Any]:
+        """``pipelines/run.py --multirun`` with ``overrides``: its wall time and folder."""
+        folder = self.folder("multirun")
+        res = run_command(
+            _pipeline("--multirun", *overrides, f"hydra.sweep.dir={folder}"), **kwargs
+        )
+        return {**res, "folder": str(folder)}
+
+    def create_store(self) -> dict[str, Any]:
+        """An untimed 1-epoch tracked run: the store's schema and the experiment."""
+        return self.run("train.epochs=1", "plot.enabled=false", "trace.enabled=false", self.tracked)
+
+    def __enter__(self) -> Scratch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- cases: the engine -----------------------------------------------------------------------
 def case_tutorial(
     cfg: dict[str, Any], impls: Sequence[str], log: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -329,50 +557,87 @@ def case_large(
     return out
 
 
-def _pipeline(*overrides: str) -> list[str]:
-    return [PY, str(ROOT / "pipelines" / "run.py"), *overrides]
+def case_population(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """Stacked populations of P tutorial jobs against loops of P single networks."""
+    tasks: dict[str, Callable[[], dict[str, Any]]] = {}
+    for members in cfg["population_sizes"]:
+        for impl in ("stacked", "loop"):
+            spec = {
+                "kind": "population",
+                "impl": impl,
+                "members": members,
+                "epochs": cfg["population_epochs"],
+                "warmup_epochs": cfg["warmup_epochs"],
+            }
+            tasks[f"{impl}/{members}"] = partial(run_worker, spec, ONE_THREAD)
+    runs = round_robin(tasks, cfg["reps"]["population"], log)
+    log(f"  memory: {cfg['memory_members']} members, the tutorial's stopping rule ...")
+    memory = run_worker(
+        {
+            "kind": "population",
+            "impl": "stacked",
+            "members": cfg["memory_members"],
+            "epochs": cfg["memory_epochs"],
+            "tol": 1e-6,
+            "warmup_epochs": 0,
+        }
+    )
+    return summarise_population(runs, memory, cfg)
 
 
+def _per_network_epoch(r: dict[str, Any]) -> float:
+    return float(r["cpu"]) / r["network_epochs"] * 1e6
+
+
+def summarise_population(
+    runs: dict[str, list[dict[str, Any]]], memory: dict[str, Any], cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """Per P: µs per network-epoch stacked and looped, their ratio, whether the final weights
+    agree; and the memory run's numbers."""
+    by_size: dict[str, Any] = {}
+    for members in cfg["population_sizes"]:
+        stacked, loop = runs.get(f"stacked/{members}", []), runs.get(f"loop/{members}", [])
+        entry: dict[str, Any] = {
+            "stacked": _summarise(stacked, _per_network_epoch),
+            "loop": _summarise(loop, _per_network_epoch),
+        }
+        entry["ratio"] = _ratio(_median(entry["loop"]), _median(entry["stacked"]))
+        sha = [{r["weights_sha256"] for r in rs if "error" not in r} for rs in (stacked, loop)]
+        entry["identical"] = len(sha[0] | sha[1]) == 1 if sha[0] and sha[1] else None
+        by_size[str(members)] = entry
+    mem = {k: memory.get(k) for k in ("peak_rss_mib", "rss_before_mib", "network_epochs", "wall")}
+    mem.update(members=cfg["memory_members"], epochs=cfg["memory_epochs"], tol=1e-6)
+    if "error" in memory:
+        mem["error"] = memory["error"]
+    return {
+        "unit": "us per network-epoch (CPU time, 1 thread)",
+        "epochs": cfg["population_epochs"],
+        "sizes": by_size,
+        "memory": mem,
+    }
+
+
+# -- cases: whole commands -------------------------------------------------------------------
 def case_tracking(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="mlplab-bench-tracking-"))
-    store = f"sqlite:///{tmp / 'mlflow.db'}"
-    counter = iter(range(10**6))
     epochs = cfg["tutorial_epochs"]
     lean = ("plot.enabled=false", "trace.enabled=false")
-
-    def job(tracking: str, extra: Sequence[str]) -> Callable[[], dict[str, Any]]:
-        def go() -> dict[str, Any]:
-            return run_command(
-                _pipeline(
-                    "train.tol=0",
-                    f"train.epochs={epochs}",
-                    tracking,
-                    *extra,
-                    f"hydra.run.dir={tmp / 'outputs' / str(next(counter))}",
-                ),
-                cwd=ROOT,
-            )
-
-        return go
-
-    on, off = f"tracking.uri={store}", "tracking.enabled=false"
     inline = ("tracking.background=false",)
-    try:
+    with Scratch("tracking") as s:
+
+        def job(tracking: str, extra: Sequence[str]) -> Callable[[], dict[str, Any]]:
+            return partial(s.run, "train.tol=0", f"train.epochs={epochs}", tracking, *extra)
+
+        on, off = s.tracked, "tracking.enabled=false"
         first = job(on, lean)()  # creates the store's schema and the experiment: not timed
         if "error" in first:
             return {"skipped": f"the tracked run failed: {first['error']}"}
         tasks = {
-            "defaults/off": job(off, ()),
-            "defaults/on": job(on, ()),
-            "inline/off": job(off, inline),
-            "inline/on": job(on, inline),
-            "lean/off": job(off, lean),
-            "lean/on": job(on, lean),
+            f"{variant}/{state}": job(on if state == "on" else off, extra)
+            for variant, extra in (("defaults", ()), ("inline", inline), ("lean", lean))
+            for state in ("off", "on")
         }
         runs = round_robin(tasks, cfg["reps"]["tracking"], log)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    results = {name: _summarise(r, lambda x: x["wall"]) for name, r in runs.items()}
+    results = {name: _summarise(r, _wall) for name, r in runs.items()}
     overhead = {}
     for variant in ("defaults", "inline", "lean"):
         a, b = results[f"{variant}/off"], results[f"{variant}/on"]
@@ -392,86 +657,258 @@ def case_tracking(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, 
 
 
 def case_sweep(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
-    if (
-        not (ROOT / "src" / "mlplab" / "sweep.py").exists()
-        or importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None
-    ):
-        return {
-            "skipped": "the sweep callback (src/mlplab/sweep.py) or the joblib launcher "
-            "is not available yet"
-        }
-    tmp = Path(tempfile.mkdtemp(prefix="mlplab-bench-sweep-"))
-    store = f"sqlite:///{tmp / 'mlflow.db'}"
-    counter = iter(range(10**6))
+    if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
+        return {"skipped": "the joblib launcher (hydra-joblib-launcher) is not installed"}
     grid = ("model.hidden=[2],[3],[4],[5]", "optimizer.lr=0.1,0.2,0.3,0.5")
-    common = (
-        f"train.epochs={cfg['sweep_epochs']}",
-        "plot.enabled=false",
-        "trace.enabled=false",
-        f"tracking.uri={store}",
-    )
+    quiet = ("plot.enabled=false", "trace.enabled=false")
+    with Scratch("sweep") as s:
+        common = (f"train.epochs={cfg['sweep_epochs']}", *quiet, s.tracked)
 
-    def sweep(launcher: str) -> Callable[[], dict[str, Any]]:
-        def go() -> dict[str, Any]:
-            return run_command(
-                _pipeline(
-                    "--multirun",
-                    *grid,
-                    *common,
-                    f"hydra/launcher={launcher}",
-                    f"hydra.sweep.dir={tmp / 'multirun' / str(next(counter))}",
-                ),
-                cwd=ROOT,
-            )
+        def snippet(code: str) -> Callable[[], dict[str, Any]]:
+            return partial(run_command, [PY, "-c", code])
 
-        return go
-
-    def one_job(tracking: str) -> Callable[[], dict[str, Any]]:
-        def go() -> dict[str, Any]:
-            return run_command(
-                _pipeline(
-                    "train.epochs=1",
-                    "plot.enabled=false",
-                    "trace.enabled=false",
-                    tracking,
-                    f"hydra.run.dir={tmp / 'outputs' / str(next(counter))}",
-                ),
-                cwd=ROOT,
-            )
-
-        return go
-
-    def snippet(code: str) -> Callable[[], dict[str, Any]]:
-        return lambda: run_command([PY, "-c", code], cwd=ROOT)
-
-    try:
-        first = one_job(f"tracking.uri={store}")()  # creates the store: not timed
+        first = s.create_store()
         if "error" in first:
             return {"skipped": f"a tracked job failed: {first['error']}"}
-        tasks = {
-            "sweep16/basic": sweep("basic"),
-            "sweep16/joblib": sweep("joblib"),
+        tasks: dict[str, Callable[[], dict[str, Any]]] = {
+            **{
+                f"sweep16/{launcher}": partial(
+                    s.multirun, *grid, *common, f"hydra/launcher={launcher}"
+                )
+                for launcher in SWEEP_LAUNCHERS
+            },
             "job/interpreter": snippet("pass"),
             "job/imports": snippet("import hydra, numpy, omegaconf, mlplab.cli, mlplab.pipeline"),
             "job/import_mlflow": snippet("import mlflow"),
-            "job/untracked": one_job("tracking.enabled=false"),
-            "job/tracked": one_job(f"tracking.uri={store}"),
+            "job/untracked": partial(s.run, "train.epochs=1", *quiet, "tracking.enabled=false"),
+            "job/tracked": partial(s.run, "train.epochs=1", *quiet, s.tracked),
         }
         runs = round_robin(tasks, cfg["reps"]["sweep"], log)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    results = {name: _summarise(r, lambda x: x["wall"]) for name, r in runs.items()}
-    basic, joblib = results["sweep16/basic"], results["sweep16/joblib"]
+    results = {name: _summarise(r, _wall) for name, r in runs.items()}
     out: dict[str, Any] = {
         "unit": "s (wall time, end to end)",
         "jobs": 16,
         "epochs": cfg["sweep_epochs"],
         "results": results,
     }
-    if basic.get("n") and joblib.get("n"):
-        out["jobs_per_second"] = {"basic": 16 / basic["median"], "joblib": 16 / joblib["median"]}
-        out["speedup_joblib"] = basic["median"] / joblib["median"]
+    jps = {k: 16 / m for k in SWEEP_LAUNCHERS if (m := _median(results[f"sweep16/{k}"]))}
+    if jps:
+        out["jobs_per_second"] = jps
     return out
+
+
+def case_sweep64(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """A seed sweep of tutorial jobs (population launcher) against one run, interleaved."""
+    jobs = cfg["sweep64_jobs"]
+    with Scratch("sweep64") as s:
+        first = s.create_store()
+        if "error" in first:
+            return {"skipped": f"the tracked run failed: {first['error']}"}
+
+        def sweep() -> dict[str, Any]:
+            res = s.multirun(
+                "+sweep=base", f"seed=range(0,{jobs})", s.tracked, env=UNBUFFERED, keep_lines=True
+            )
+            lines, started = res.pop("lines"), res.pop("started_at")
+            res["phases"] = sweep_phases(lines, Path(res.pop("folder")), started, res["wall"])
+            return res
+
+        tasks: dict[str, Callable[[], dict[str, Any]]] = {
+            "sweep": sweep,
+            "run": partial(s.run, s.tracked, env=UNBUFFERED),
+        }
+        runs = round_robin(tasks, cfg["reps"]["sweep64"], log)
+        log("  reading the store back ...")
+        store = run_worker({"kind": "store", "uri": s.uri})
+    return summarise_sweep64(runs, store, jobs)
+
+
+#: When a population sweep's phases end: the first output line matching each pattern.
+SWEEP_LINES = {
+    "parent": r"parent run \w+ in experiment",
+    "composed": r"Preparing \d+ jobs",
+    "prepared": r"training \d+ network\(s\) as one population",
+    "reported": r"jobs finished -> parent run",
+}
+#: What each phase (ending at that mark) covers, in order.
+SWEEP_PHASES = {
+    "parent": "start-up, imports, composition, MLflow, the store, the parent run",
+    "composed": "Hydra composes every job's config (the sweeper's batch check)",
+    "prepared": "the jobs prepared: job folders, configs, data, initial weights",
+    "trained": "runs opened, inputs written (configs, trace), the population trained",
+    "recorded": "every member recorded: evaluation, CSVs, the three figures, artifacts",
+    "reported": "runs closed, the sweep report, the best model registered",
+    "exit": "the process exits (the helper's last writes)",
+}
+
+
+def sweep_phases(
+    lines: Sequence[tuple[float, str]], folder: Path, started_at: float, wall: float
+) -> dict[str, float]:
+    """Seconds spent in each phase of :data:`SWEEP_PHASES`, measured from the sweep's output
+    lines and the times its jobs wrote their files (the first history, the last figure);
+    a phase whose mark is missing is merged into the next one."""
+    marks: dict[str, float] = {}
+    for key, pattern in SWEEP_LINES.items():
+        hit = next((t for t, text in lines if re.search(pattern, text)), None)
+        if hit is not None:
+            marks[key] = hit
+    for key, pattern, pick in (
+        ("trained", "*/history/train_rmse.npy", min),
+        ("recorded", "*/plots/network.png", max),
+    ):
+        times = [p.stat().st_mtime - started_at for p in folder.glob(pattern)]
+        if times:
+            marks[key] = pick(times)
+    marks["exit"] = wall
+    phases, last = {}, 0.0
+    for key in SWEEP_PHASES:
+        if key in marks and marks[key] >= last:
+            phases[key], last = marks[key] - last, marks[key]
+    return phases
+
+
+def run_problems(
+    run: dict[str, Any],
+    status: str = "FINISHED",
+    required: Sequence[str] = REQUIRED_ARTIFACTS,
+    max_points: int = MAX_POINTS,
+) -> list[str]:
+    """What a run's record lacks (empty when complete): its status, a train_rmse history of
+    one point per epoch (at most ``max_points``, the first and last epoch among them), the
+    whole history as an artifact, the ``required`` artifacts, the weights' sha."""
+    n = run.get("epochs_run")
+    problems = [] if run.get("status") == status else [f"status {run.get('status')}"]
+    if not n:
+        return [*problems, "no epochs_run"]
+    points = run.get("points", 0)
+    if (points != n) if n <= max_points else (points > max_points):
+        problems.append(f"{points} train_rmse points for {n} epochs")
+    if run.get("steps") != [1, n]:
+        problems.append(f"train_rmse steps {run.get('steps')}, not 1..{n}")
+    if run.get("history_len") is not None and run["history_len"] != n:
+        problems.append(f"history artifact of {run['history_len']} epochs for {n}")
+    missing = sorted(set(required) - set(run.get("artifacts", ())))
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    if not re.fullmatch(r"[0-9a-f]{64}", str(run.get("sha256") or "")):
+        problems.append("no weights_sha256")
+    return problems
+
+
+def sweep_children(runs: Sequence[dict[str, Any]], jobs: int, sweeps: int) -> dict[str, Any]:
+    """The children of every sweep parent in the store, and how many have a complete record
+    (of the ``jobs`` × ``sweeps`` expected)."""
+    children: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        if run.get("parent"):
+            children.setdefault(run["parent"], []).append(run)
+    problems = sorted({p for kids in children.values() for k in kids for p in run_problems(k)})
+    complete = sum(not run_problems(k) for kids in children.values() for k in kids)
+    expected = jobs * sweeps
+    return {
+        "parents": len(children),
+        "children": [len(kids) for kids in children.values()],
+        "complete": complete,
+        "expected": expected,
+        "fraction": complete / expected if expected else None,
+        "problems": problems[:10],
+    }
+
+
+def summarise_sweep64(
+    runs: dict[str, list[dict[str, Any]]], store: dict[str, Any], jobs: int
+) -> dict[str, Any]:
+    """Wall times, their ratio (of medians, and rep by rep), the sweep's phases (medians),
+    its peak memory, and the children's records."""
+    results = {name: _summarise(r, _wall) for name, r in runs.items()}
+    pairs = zip(runs.get("sweep", []), runs.get("run", []), strict=False)
+    good = [s for s in runs.get("sweep", []) if "error" not in s]
+    phases = {
+        key: statistics.median(s["phases"][key] for s in good if key in s["phases"])
+        for key in SWEEP_PHASES
+        if any(key in s["phases"] for s in good)
+    }
+    out: dict[str, Any] = {
+        "unit": "s (wall time, end to end)",
+        "jobs": jobs,
+        "results": results,
+        "ratio": _ratio(_median(results.get("sweep")), _median(results.get("run"))),
+        "paired_ratios": [s["wall"] / r["wall"] for s, r in pairs if "error" not in s | r],
+        "phases": phases,
+        "peak_rss_mib": _summarise(good, lambda r: r["peak_rss_mib"]),
+    }
+    if "error" in store:
+        out["children"] = {"error": store["error"], "fraction": None}
+    else:
+        out["children"] = sweep_children(store["runs"], jobs, len(good))
+    return out
+
+
+def case_long(cfg: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """A long run with tracking on and off; a longer one interrupted by SIGTERM."""
+    epochs = cfg["long_epochs"]
+    with Scratch("long") as s:
+        first = s.create_store()
+        if "error" in first:
+            return {"skipped": f"the tracked run failed: {first['error']}"}
+        names = itertools.count()
+
+        def long(*tracking: str) -> Callable[[], dict[str, Any]]:
+            return partial(s.run, "train.tol=0", f"train.epochs={epochs}", *tracking)
+
+        def interrupt() -> dict[str, Any]:
+            name = f"sigterm-{next(names)}"
+            args = _pipeline(
+                "train.epochs=100000000",
+                "train.tol=0",
+                s.tracked,
+                f"tracking.run_name={name}",
+                f"hydra.run.dir={s.folder('outputs')}",
+            )
+            return {**interrupt_after(args, s.db, name, cfg["sigterm_wait"]), "name": name}
+
+        tasks = {
+            "off": long("tracking.enabled=false"),
+            "on": long(s.tracked, "tracking.run_name=long"),
+            "sigterm": interrupt,
+        }
+        runs = round_robin(tasks, cfg["reps"]["long"], log)
+        log("  reading the store back ...")
+        store = run_worker({"kind": "store", "uri": s.uri})
+    return {**summarise_long(runs, store, epochs), "sigterm_wait": cfg["sigterm_wait"]}
+
+
+def summarise_long(
+    runs: dict[str, list[dict[str, Any]]], store: dict[str, Any], epochs: int
+) -> dict[str, Any]:
+    """Wall times on and off, the tracked runs' points and records, the interrupts."""
+    results = {name: _summarise(runs.get(name, []), _wall) for name in ("off", "on")}
+    stored = store.get("runs", [])
+    tracked = [r for r in stored if r.get("name") == "long"]
+    killed = {r.get("name"): r for r in stored if str(r.get("name")).startswith("sigterm-")}
+    interrupts: list[dict[str, Any]] = []
+    for res in runs.get("sigterm", []):
+        rec = killed.get(res.get("name"), {})
+        problems = run_problems(rec, "KILLED", ("weights/final.npz",)) if rec else ["no run"]
+        entry: dict[str, Any] = {k: res[k] for k in ("seconds", "exit_code", "error") if k in res}
+        entry.update(epochs_run=rec.get("epochs_run"), points=rec.get("points"))
+        entry["problems"] = problems + ([] if res.get("exit_code") == KILLED_EXIT else ["exit"])
+        interrupts.append(entry)
+    return {
+        "unit": "s (wall time, end to end)",
+        "epochs": epochs,
+        "results": results,
+        "ratio": _ratio(_median(results["on"]), _median(results["off"])),
+        "tracked": [
+            {k: r.get(k) for k in ("points", "steps", "epochs_run", "history_len")}
+            | {"problems": run_problems(r)}
+            for r in tracked
+        ],
+        "store_error": store.get("error"),
+        "sigterm": interrupts,
+        "sigterm_seconds": _summarise(runs.get("sigterm", []), lambda i: i["seconds"]),
+    }
 
 
 # -- machine ---------------------------------------------------------------------------------
@@ -497,16 +934,6 @@ def machine_info() -> dict[str, Any]:
         except PackageNotFoundError:
             versions[pkg] = None
     blas = worker({"kind": "blas"})  # numpy's BLAS as this interpreter loads it
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -519,8 +946,19 @@ def machine_info() -> dict[str, Any]:
             for p in blas.get("threadpools", [])
         ],
         "env": {k: os.environ.get(k) for k in BLAS_ENV},
-        "git": (commit or "unknown") + ("+dirty" if dirty else ""),
+        "git": _git_state(),
     }
+
+
+def _git_state() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + (
+        "+dirty" if git("status", "--porcelain") else ""
+    )
 
 
 def _loadavg() -> list[float] | None:
@@ -530,66 +968,111 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-# -- targets and table -----------------------------------------------------------------------
-def _median(entry: dict[str, Any] | None) -> float | None:
-    return entry.get("median") if entry and entry.get("n") else None
+# -- targets ---------------------------------------------------------------------------------
+#: Every target (issues 6, 12, 13, 16): its limit, the comparison that passes, how to show it:
+#: ``×``, ``%`` (a fraction), ``s``, ``MiB``, ``bool`` (1 yes, 0 no), or a plain number.
+TARGETS: dict[str, tuple[float, str, str]] = {
+    "tutorial: ours / bare loop": (1.3, "<=", "×"),
+    "tutorial: MLPRegressor / ours": (3.0, ">=", "×"),
+    "tutorial: PyTorch / ours": (10.0, ">=", "×"),
+    "large float32: PyTorch / ours (s/epoch)": (1.0, ">=", "×"),
+    "large float32: MLPRegressor / ours (s/epoch)": (1.0, ">=", "×"),
+    "large float64: PyTorch / ours (s/epoch)": (1.0, ">=", "×"),
+    "large float64: MLPRegressor / ours (s/epoch)": (1.0, ">=", "×"),
+    "large float32: ours / GEMM peak": (0.65, ">=", "%"),
+    "population: loop / stacked per network-epoch at P = 64": (10.0, ">=", "×"),
+    "population: 1 024 members in one group, peak RSS": (1024.0, "<=", "MiB"),
+    "population: stacked weights = single networks' (every P)": (1.0, ">=", "bool"),
+    "tracking overhead (the tutorial run, as make run)": (0.10, "<=", "%"),
+    "sweep64: the seed sweep / one run (wall time)": (2.0, "<=", "×"),
+    "sweep64: children with a complete record": (1.0, ">=", "%"),
+    "long: tracking on / off (wall time)": (1.2, "<=", "×"),
+    "long: train_rmse points in MLflow (most of a run)": (float(MAX_POINTS), "<=", ""),
+    "long: first and last epoch logged, whole history kept": (1.0, ">=", "bool"),
+    "long: SIGTERM to exit (slowest)": (5.0, "<=", "s"),
+    "long: interrupted runs KILLED with history and weights": (1.0, ">=", "bool"),
+}
+Values = dict[str, float | None]
 
 
-def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, each PASS, MISS or SKIP (with the numbers it was judged on)."""
-    out: list[dict[str, Any]] = []
+def target(name: str, value: float | None) -> dict[str, Any]:
+    """The target ``name``: PASS or MISS as ``value compare limit``, SKIP when not measured."""
+    limit, compare, unit = TARGETS[name]
+    entry = {"target": name, "limit": limit, "compare": compare, "unit": unit}
+    if value is None or math.isnan(value):
+        return {**entry, "status": "SKIP", "value": None, "note": "not measured"}
+    ok = value <= limit if compare == "<=" else value >= limit
+    return {**entry, "status": "PASS" if ok else "MISS", "value": float(value)}
 
-    def add(name: str, value: float | None, limit: float, better: str, why: str = "") -> None:
-        if value is None or math.isnan(value):
-            out.append(
-                {
-                    "target": name,
-                    "status": "SKIP",
-                    "value": None,
-                    "limit": limit,
-                    "compare": better,
-                    "note": why or "not measured",
-                }
-            )
-            return
-        ok = value <= limit if better == "<=" else value >= limit
-        out.append(
-            {
-                "target": name,
-                "status": "PASS" if ok else "MISS",
-                "value": value,
-                "limit": limit,
-                "compare": better,
-            }
-        )
 
-    tut = res.get("cases", {}).get("tutorial", {}).get("results", {})
+def _yes(flags: Sequence[bool | None]) -> float | None:
+    """1.0 if every flag is true, 0.0 if one is false, None if there are none or one is None."""
+    if not flags or any(f is None for f in flags):
+        return None
+    return float(all(flags))
+
+
+def _engine_values(cases: dict[str, Any]) -> Values:
+    tut = cases.get("tutorial", {}).get("results", {})
     ours = _median(tut.get("ours"))
-
-    def ratio(num: float | None, den: float | None) -> float | None:
-        return num / den if num is not None and den else None
-
-    add("tutorial: ours / bare loop", ratio(ours, _median(tut.get("bare"))), 1.3, "<=")
-    add("tutorial: MLPRegressor / ours", ratio(_median(tut.get("sklearn")), ours), 3.0, ">=")
-    add("tutorial: PyTorch / ours", ratio(_median(tut.get("torch")), ours), 10.0, ">=")
-    large = res.get("cases", {}).get("large", {}).get("dtypes", {})
+    out: Values = {
+        "tutorial: ours / bare loop": _ratio(ours, _median(tut.get("bare"))),
+        "tutorial: MLPRegressor / ours": _ratio(_median(tut.get("sklearn")), ours),
+        "tutorial: PyTorch / ours": _ratio(_median(tut.get("torch")), ours),
+    }
+    large = cases.get("large", {}).get("dtypes", {})
     for dtype in ("float32", "float64"):
         r = large.get(dtype, {})
-        mine = _median(r.get("ours"))
         for impl, label in (("torch", "PyTorch"), ("sklearn", "MLPRegressor")):
-            add(
-                f"large {dtype}: {label} / ours (s/epoch)",
-                ratio(_median(r.get(impl)), mine),
-                1.0,
-                ">=",
-            )
+            value = _ratio(_median(r.get(impl)), _median(r.get("ours")))
+            out[f"large {dtype}: {label} / ours (s/epoch)"] = value
     f32 = large.get("float32", {}).get("ours", {})
-    add("large float32: ours / GEMM peak", f32.get("peak_fraction"), 0.65, ">=")
-    trk = res.get("cases", {}).get("tracking", {}).get("overhead", {})
-    add("tracking overhead (the tutorial run, as make run)", trk.get("defaults"), 0.10, "<=")
+    out["large float32: ours / GEMM peak"] = f32.get("peak_fraction")
+    pop = cases.get("population", {})
+    out["population: loop / stacked per network-epoch at P = 64"] = (
+        pop.get("sizes", {}).get("64", {}).get("ratio")
+    )
+    out["population: 1 024 members in one group, peak RSS"] = pop.get("memory", {}).get(
+        "peak_rss_mib"
+    )
+    out["population: stacked weights = single networks' (every P)"] = _yes(
+        [e.get("identical") for e in pop.get("sizes", {}).values()]
+    )
     return out
 
 
+def _command_values(cases: dict[str, Any]) -> Values:
+    s64, long = cases.get("sweep64", {}), cases.get("long", {})
+    tracked, kills = long.get("tracked") or [], long.get("sigterm") or []
+    seconds = [k["seconds"] for k in kills if "seconds" in k]
+    return {
+        "tracking overhead (the tutorial run, as make run)": cases.get("tracking", {})
+        .get("overhead", {})
+        .get("defaults"),
+        "sweep64: the seed sweep / one run (wall time)": s64.get("ratio"),
+        "sweep64: children with a complete record": s64.get("children", {}).get("fraction"),
+        "long: tracking on / off (wall time)": long.get("ratio"),
+        "long: train_rmse points in MLflow (most of a run)": max(
+            (t["points"] for t in tracked), default=None
+        ),
+        "long: first and last epoch logged, whole history kept": _yes(
+            [not t["problems"] for t in tracked]
+        ),
+        "long: SIGTERM to exit (slowest)": max(seconds, default=None),
+        "long: interrupted runs KILLED with history and weights": _yes(
+            [not k["problems"] for k in kills]
+        ),
+    }
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of :data:`TARGETS`, whatever was run, with the value it was judged on."""
+    cases = res.get("cases", {})
+    values = {**_engine_values(cases), **_command_values(cases)}
+    return [target(name, values.get(name)) for name in TARGETS]
+
+
+# -- the table -------------------------------------------------------------------------------
 def _fmt(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -616,151 +1099,267 @@ def _when(c: dict[str, Any]) -> str:
     )
 
 
-def markdown(res: dict[str, Any]) -> str:
-    """The results as Markdown tables."""
+def _heading(title: str, c: dict[str, Any]) -> list[str]:
+    """A case's heading, when it ran, and why it was skipped (if it was)."""
+    lines = [f"### {title}", "", _when(c), ""]
+    if "skipped" in c and isinstance(c["skipped"], str):
+        lines += [f"Skipped: {c['skipped']}", ""]
+    return lines
+
+
+def _md_header(res: dict[str, Any]) -> list[str]:
     m = res["machine"]
-    lines = [
+    blas = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']}" for b in m["blas"])
+    env = ", ".join(f"{k}={v}" for k, v in m["env"].items() if v)
+    reps = ", ".join(f"{k} {v}" for k, v in res["settings"]["reps"].items() if k in res["cases"])
+    return [
         f"## mlplab benchmarks ({res['created'][:16].replace('T', ' ')} UTC)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, "
-        f"NumPy {m['versions'].get('numpy')} ("
-        + ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']}" for b in m["blas"])
-        + f"), scikit-learn {m['versions'].get('scikit-learn')}, "
-        f"PyTorch {m['versions'].get('torch')}; git {m['git']}. "
-        + (
-            "BLAS environment: " + ", ".join(f"{k}={v}" for k, v in m["env"].items() if v) + ". "
-            if any(m["env"].values())
-            else ""
-        )
-        + "Median over repetitions ("
-        + ", ".join(f"{k} {v}" for k, v in res["settings"]["reps"].items() if k in res["cases"])
-        + ") with the range (min–max); every measurement "
-        "in a fresh process, contestants interleaved.",
+        f"NumPy {m['versions'].get('numpy')} ({blas}), scikit-learn "
+        f"{m['versions'].get('scikit-learn')}, PyTorch {m['versions'].get('torch')}; git "
+        f"{m['git']}. " + (f"BLAS environment: {env}. " if env else "") + f"Median over "
+        f"repetitions ({reps}) with the range (min–max); every measurement in a fresh process, "
+        "contestants interleaved.",
         "",
     ]
-    cases = res["cases"]
-    if "tutorial" in cases:
-        c = cases["tutorial"]
-        lines += [
-            f"### Tutorial: 2-2-2 sigmoid, 50 samples, full batch, {c['epochs']:,} epochs, float64",
-            "",
-            _when(c),
-            "",
-            "| implementation | µs/epoch (CPU, 1 thread) | × ours | final RMSE |",
-            "|---|---|---|---|",
-        ]
-        ours = _median(c["results"].get("ours"))
-        for impl, entry in c["results"].items():
-            med = _median(entry)
-            rel = _fmt(med / ours, 3) if med and ours else "–"
+
+
+def _md_tutorial(c: dict[str, Any]) -> list[str]:
+    lines = _heading(
+        f"Tutorial: 2-2-2 sigmoid, 50 samples, full batch, {c['epochs']:,} epochs, float64", c
+    )
+    lines += [
+        "| implementation | µs/epoch (CPU, 1 thread) | × ours | final RMSE |",
+        "|---|---|---|---|",
+    ]
+    ours = _median(c["results"].get("ours"))
+    for impl, entry in c["results"].items():
+        rel = _fmt(_ratio(_median(entry), ours))
+        lines.append(
+            f"| {LABELS[impl]} | {_cell(entry)} | {rel} | {_fmt(entry.get('final_rmse'), 6)} |"
+        )
+    for impl, why in c.get("skipped", {}).items():
+        lines.append(f"| {LABELS[impl]} | skipped: {why} | – | – |")
+    return [
+        *lines,
+        "",
+        "MLPRegressor's output layer is the identity and its loss the mean squared error (it has "
+        "no sigmoid output, no summed loss): the same cost per epoch, a slightly different net.",
+        "",
+    ]
+
+
+def _md_large(c: dict[str, Any]) -> list[str]:
+    peaks = ", ".join(f"{d} {_fmt(p.get('best'))} GFLOP/s" for d, p in c["peak_gflops"].items())
+    lines = _heading(f"Large: {c['n']:,} × 64 → 256 → 256 → 8, relu, mean MSE, SGD batch 256", c)
+    lines += [
+        f"FLOPs per epoch 6 × weights × samples = {c['flops_per_epoch'] / 1e9:.1f} G. Peak: the "
+        f"best n×n np.matmul of the run, all cores: {peaks}. Times: the faster of "
+        f"{c['epochs_per_rep']} epochs in each repetition.",
+        "",
+        "| implementation | dtype | s/epoch | GFLOP/s | % of peak | × ours |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dtype, results in c["dtypes"].items():
+        ours = _median(results.get("ours"))
+        for impl, entry in results.items():
+            frac = entry.get("peak_fraction")
             lines.append(
-                f"| {LABELS[impl]} | {_cell(entry)} | {rel} | {_fmt(entry.get('final_rmse'), 6)} |"
+                f"| {LABELS[impl]} | {dtype} | {_cell(entry)} | {_fmt(entry.get('gflops'))}"
+                f" | {_fmt(frac * 100 if frac is not None else None)} | "
+                f"{_fmt(_ratio(_median(entry), ours))} |"
             )
-        for impl, why in c.get("skipped", {}).items():
-            lines.append(f"| {LABELS[impl]} | skipped: {why} | – | – |")
-        lines += [
-            "",
-            "MLPRegressor's output layer is the identity and its loss the mean squared "
-            "error (it has no sigmoid output, no summed loss): the same cost per epoch, "
-            "a slightly different net.",
-            "",
-        ]
-    if "large" in cases:
-        c = cases["large"]
-        lines += [
-            f"### Large: {c['n']:,} × 64 → 256 → 256 → 8, relu, mean MSE, SGD batch 256",
-            "",
-            _when(c),
-            "",
-            f"FLOPs per epoch 6 × weights × samples = {c['flops_per_epoch'] / 1e9:.1f} G. "
-            "Peak: the best n×n np.matmul of the run, all cores: "
-            + ", ".join(f"{d} {_fmt(p.get('best'))} GFLOP/s" for d, p in c["peak_gflops"].items())
-            + f". Times: the faster of {c['epochs_per_rep']} epochs in each repetition.",
-            "",
-            "| implementation | dtype | s/epoch | GFLOP/s | % of peak | × ours |",
-            "|---|---|---|---|---|---|",
-        ]
-        for dtype, results in c["dtypes"].items():
-            ours = _median(results.get("ours"))
-            for impl, entry in results.items():
-                med = _median(entry)
-                frac = entry.get("peak_fraction")
-                lines.append(
-                    f"| {LABELS[impl]} | {dtype} | {_cell(entry)} | {_fmt(entry.get('gflops'))}"
-                    f" | {_fmt(frac * 100 if frac is not None else None)} | "
-                    f"{_fmt(med / ours) if med and ours else '–'} |"
-                )
-        for impl, why in c.get("skipped", {}).items():
-            lines.append(f"| {LABELS[impl]} | – | skipped: {why} | | | |")
-        lines.append("")
-    if "tracking" in cases:
-        c = cases["tracking"]
-        lines += [
-            f"### Tracking overhead: the tutorial run end to end ({c.get('epochs', 0):,} "
-            "epochs, pipelines/run.py)",
-            "",
-            _when(c),
-            "",
-        ]
-        if "skipped" in c:
-            lines += [f"Skipped: {c['skipped']}", ""]
-        else:
-            lines += [
-                "| variant | tracking off (s) | tracking on (s) | overhead |",
-                "|---|---|---|---|",
-            ]
-            for variant, desc in c["variants"].items():
-                over = c["overhead"].get(variant)
-                lines.append(
-                    f"| {desc} | {_cell(c['results'].get(f'{variant}/off'))} | "
-                    f"{_cell(c['results'].get(f'{variant}/on'))} | "
-                    f"{_fmt(over * 100 if over is not None else None)} % |"
-                )
-            lines.append("")
-    if "sweep" in cases:
-        c = cases["sweep"]
-        lines += [
-            "### Sweep throughput: 16 jobs (4 widths × 4 learning rates), plot and trace off",
-            "",
-            _when(c),
-            "",
-        ]
-        if "skipped" in c:
-            lines += [f"Skipped: {c['skipped']}", ""]
-        else:
-            r = c["results"]
-            lines += ["| what | seconds |", "|---|---|"]
-            names = {
-                "sweep16/basic": "16 jobs, hydra/launcher=basic (one process, in turn)",
-                "sweep16/joblib": "16 jobs, hydra/launcher=joblib (a worker per core)",
-                "job/interpreter": "fixed cost: python -c pass",
-                "job/imports": "fixed cost: import hydra, numpy, mlplab.cli, mlplab.pipeline",
-                "job/import_mlflow": "fixed cost: import mlflow",
-                "job/untracked": "one 1-epoch job, tracking off (pipelines/run.py)",
-                "job/tracked": "one 1-epoch job, tracking on (existing SQLite store)",
-            }
-            for key, desc in names.items():
-                lines.append(f"| {desc} | {_cell(r.get(key))} |")
-            if "speedup_joblib" in c:
-                jps = c["jobs_per_second"]
-                lines.append(
-                    f"| jobs/s basic → joblib | {_fmt(jps['basic'])} → "
-                    f"{_fmt(jps['joblib'])} (×{_fmt(c['speedup_joblib'])}) |"
-                )
-            lines.append("")
-    lines += ["### Targets", "", "| target | value | limit | status |", "|---|---|---|---|"]
+    for impl, why in c.get("skipped", {}).items():
+        lines.append(f"| {LABELS[impl]} | – | skipped: {why} | | | |")
+    return [*lines, ""]
+
+
+def _md_population(c: dict[str, Any]) -> list[str]:
+    lines = _heading(
+        f"Populations: P tutorial jobs (seeds 0..P-1, {c['epochs']:,} epochs each, tol 0) "
+        "stacked, against a loop of P single networks",
+        c,
+    )
+    lines += [
+        "| P | stacked: µs/network-epoch | loop of single networks | loop / stacked "
+        "| same final weights |",
+        "|---|---|---|---|---|",
+    ]
+    for size, e in c["sizes"].items():
+        same = {True: "yes", False: "**no**", None: "–"}[e.get("identical")]
+        lines.append(
+            f"| {int(size):,} | {_cell(e['stacked'])} | {_cell(e['loop'])} | "
+            f"{_fmt(e.get('ratio'))} | {same} |"
+        )
+    m = c["memory"]
+    lines += [
+        "",
+        f"Memory: {m['members']:,} tutorial members in one group (the tutorial's own stopping "
+        f"rule, tol {m['tol']:g}, at most {m['epochs']:,} epochs): "
+        + (
+            f"peak RSS {_fmt(m['peak_rss_mib'])} MiB ({_fmt(m['rss_before_mib'])} MiB before "
+            f"training), {_fmt(m['network_epochs'])} network-epochs in {_fmt(m['wall'])} s."
+            if "error" not in m
+            else f"error: {m['error']}"
+        ),
+        "",
+    ]
+    return lines
+
+
+def _md_tracking(c: dict[str, Any]) -> list[str]:
+    lines = _heading(
+        f"Tracking overhead: the tutorial run end to end ({c.get('epochs', 0):,} epochs, "
+        "pipelines/run.py)",
+        c,
+    )
+    if "skipped" in c:
+        return lines
+    lines += ["| variant | tracking off (s) | tracking on (s) | overhead |", "|---|---|---|---|"]
+    for variant, desc in c["variants"].items():
+        over = c["overhead"].get(variant)
+        lines.append(
+            f"| {desc} | {_cell(c['results'].get(f'{variant}/off'))} | "
+            f"{_cell(c['results'].get(f'{variant}/on'))} | "
+            f"{_fmt(over * 100 if over is not None else None)} % |"
+        )
+    return [*lines, ""]
+
+
+SWEEP_ROWS = {
+    "sweep16/basic": "16 jobs, hydra/launcher=basic (one process, in turn)",
+    "sweep16/joblib": "16 jobs, hydra/launcher=joblib (a worker per core)",
+    "sweep16/population": "16 jobs, hydra/launcher=population (4 groups of 4, one process)",
+    "job/interpreter": "fixed cost: python -c pass",
+    "job/imports": "fixed cost: import hydra, numpy, mlplab.cli, mlplab.pipeline",
+    "job/import_mlflow": "fixed cost: import mlflow",
+    "job/untracked": "one 1-epoch job, tracking off (pipelines/run.py)",
+    "job/tracked": "one 1-epoch job, tracking on (existing SQLite store)",
+}
+
+
+def _md_sweep(c: dict[str, Any]) -> list[str]:
+    lines = _heading(
+        "Sweep throughput: 16 jobs (4 widths × 4 learning rates), plot and trace off", c
+    )
+    if "skipped" in c:
+        return lines
+    lines += ["| what | seconds |", "|---|---|"]
+    lines += [f"| {desc} | {_cell(c['results'].get(key))} |" for key, desc in SWEEP_ROWS.items()]
+    if "jobs_per_second" in c:
+        jps = " → ".join(f"{k} {_fmt(v)}" for k, v in c["jobs_per_second"].items())
+        lines.append(f"| jobs/s | {jps} |")
+    return [*lines, ""]
+
+
+def _md_sweep64(c: dict[str, Any]) -> list[str]:
+    jobs = c.get("jobs", 64)
+    lines = _heading(
+        f'Seed sweep: `make sweep SWEEP=base ARGS="seed=range(0,{jobs})"` against one '
+        "`make run` (tutorial, tracked, same store)",
+        c,
+    )
+    if "skipped" in c:
+        return lines
+    r, ch = c["results"], c["children"]
+    paired = ", ".join(_fmt(x) for x in c["paired_ratios"])
+    lines += [
+        "| what | wall time (s) |",
+        "|---|---|",
+        f"| the {jobs}-job sweep (population launcher) | {_cell(r.get('sweep'))} |",
+        f"| one run | {_cell(r.get('run'))} |",
+        f"| sweep / run | {_fmt(c.get('ratio'))} × (rep by rep: {paired or '–'}) |",
+        f"| the sweep's peak RSS (MiB) | {_cell(c.get('peak_rss_mib'))} |",
+        "",
+        f"Children with a complete record: {ch.get('complete', '–')} of {ch.get('expected', '–')}"
+        f" (sweeps: {ch.get('parents', '–')})"
+        + (f"; problems: {'; '.join(ch['problems'])}" if ch.get("problems") else "")
+        + (f"; error: {ch['error']}" if ch.get("error") else "")
+        + ".",
+        "",
+        "Where the sweep's time goes (medians; from its output lines and its jobs' files):",
+        "",
+        "| phase | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {SWEEP_PHASES[k]} | {_fmt(v)} |" for k, v in c["phases"].items()]
+    return [*lines, ""]
+
+
+def _md_long(c: dict[str, Any]) -> list[str]:
+    lines = _heading(f"Long runs: {c.get('epochs', 0):,} tutorial epochs (train.tol=0)", c)
+    if "skipped" in c:
+        return lines
+    tracked = "; ".join(
+        f"{t['points']:,} points, steps {t['steps']}, history {t['history_len']}"
+        + (f" ({', '.join(t['problems'])})" if t["problems"] else "")
+        for t in c["tracked"]
+    )
+    kills = "; ".join(
+        f"{_fmt(k.get('seconds'))} s, exit {k.get('exit_code')}, {k['epochs_run']} epochs, "
+        f"{k['points']} points" + (f" ({', '.join(k['problems'])})" if k["problems"] else "")
+        if not k.get("error")
+        else f"error: {k['error']}"
+        for k in c["sigterm"]
+    )
+    return [
+        *lines,
+        "| what | value |",
+        "|---|---|",
+        f"| tracking off (s) | {_cell(c['results']['off'])} |",
+        f"| tracking on (s) | {_cell(c['results']['on'])} |",
+        f"| on / off | {_fmt(c.get('ratio'))} × |",
+        f"| train_rmse in MLflow, each tracked run | {tracked or c.get('store_error') or '–'} |",
+        f"| SIGTERM {_fmt(c.get('sigterm_wait'))} s into a 10⁸-epoch run: seconds to exit "
+        f"| {_cell(c['sigterm_seconds'])} |",
+        f"| the interrupted runs | {kills or '–'} |",
+        "",
+    ]
+
+
+def _shown(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    if unit == "%":
+        return f"{value * 100:.1f} %"
+    if unit == "bool":
+        return "yes" if value >= 1 else "no"
+    return f"{_fmt(value)} {unit}".rstrip()
+
+
+def _md_targets(res: dict[str, Any]) -> list[str]:
+    lines = ["### Targets", "", "| target | value | limit | status |", "|---|---|---|---|"]
     for t in res["targets"]:
-        value = t["value"]
         sign = "≤" if t["compare"] == "<=" else "≥"
-        if "overhead" in t["target"] or "peak" in t["target"]:
-            shown = f"{value * 100:.1f} %" if value is not None else "–"
-            limit = f"{sign} {t['limit'] * 100:.0f} %"
-        else:
-            shown, limit = _fmt(value), f"{sign} {t['limit']:g}"
+        limit = (
+            f"{sign} {_fmt(t['limit'] * 100)} %"
+            if t["unit"] == "%"
+            else ("yes" if t["unit"] == "bool" else f"{sign} {_shown(t['limit'], t['unit'])}")
+        )
         note = f" ({t['note']})" if t.get("note") else ""
+        shown = _shown(t["value"], t["unit"])
         lines.append(f"| {t['target']} | {shown} | {limit} | **{t['status']}**{note} |")
-    lines.append("")
-    return "\n".join(lines)
+    return [*lines, ""]
+
+
+RENDER: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "tutorial": _md_tutorial,
+    "large": _md_large,
+    "population": _md_population,
+    "tracking": _md_tracking,
+    "sweep": _md_sweep,
+    "sweep64": _md_sweep64,
+    "long": _md_long,
+}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The results as Markdown tables."""
+    lines = _md_header(res)
+    for case, c in res["cases"].items():
+        lines += RENDER[case](c)
+    return "\n".join([*lines, *_md_targets(res)])
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -772,20 +1371,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--reps",
         type=int,
-        help="repetitions of every case (default: tutorial 5, large 3, tracking 3, sweep 2; "
-        "quick: 1)",
+        help="repetitions of every case (default: tutorial 5, large 3, population 3, "
+        "tracking 3, sweep 2, sweep64 3, long 2; quick: 1)",
     )
     p.add_argument(
         "--cases",
         default=None,
-        help=f"comma-separated, of {','.join(ALL_CASES)} (default: all; quick: tutorial,large)",
+        help=f"comma-separated, of {','.join(ALL_CASES)} (default: all; quick: "
+        f"{','.join(QUICK_CASES)})",
     )
     p.add_argument(
         "--impls", default=",".join(TUTORIAL_IMPLS), help="contestants to run (default: all)"
     )
-    p.add_argument("--tutorial-epochs", type=int)
-    p.add_argument("--large-n", type=int)
-    p.add_argument("--large-epochs", type=int)
+    for key in ("tutorial-epochs", "large-n", "large-epochs", "population-epochs"):
+        p.add_argument(f"--{key}", type=int)
+    p.add_argument("--sweep64-jobs", type=int, help="jobs of the seed sweep (default 64)")
+    p.add_argument("--long-epochs", type=int, help="epochs of the long runs (default 10⁶)")
     p.add_argument(
         "--out", type=Path, default=HERE / "results", help="folder for latest.json and latest.md"
     )
@@ -799,18 +1400,57 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The sizes, with the command line's overrides."""
+    cfg = sizes(args.quick)
+    for key in (
+        "tutorial_epochs",
+        "large_n",
+        "large_epochs",
+        "population_epochs",
+        "sweep64_jobs",
+        "long_epochs",
+    ):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.reps is not None:
+        cfg["reps"] = dict.fromkeys(cfg["reps"], args.reps)
+    return cfg
+
+
+def previous_cases(args: argparse.Namespace, cases: Sequence[str]) -> tuple[dict[str, Any], dict]:
+    """With ``--merge``: the other cases of the existing results, and their repetitions."""
+    path = args.out / "latest.json"
+    if not (args.merge and path.exists()):
+        return {}, {}
+    old = json.loads(path.read_text())
+    if old.get("schema") != SCHEMA or old.get("settings", {}).get("quick") != args.quick:
+        return {}, {}
+    kept = {k: v for k, v in old.get("cases", {}).items() if k not in cases}
+    return kept, {k: v for k, v in old["settings"]["reps"].items() if k in kept}
+
+
+def run_cases(
+    cases: Sequence[str],
+    runners: dict[str, Callable[[], dict[str, Any]]],
+    log: Callable[[str], None],
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each case's result, with when it ran and the load average before and after."""
+    for case in cases:
+        log(f"{case} ...")
+        before, started = _loadavg(), datetime.now(UTC).isoformat()
+        result = runners[case]()
+        result.update(started=started, load_before=before, load_after=_loadavg())
+        yield case, result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
-    cfg = sizes(args.quick)
-    for key in ("tutorial_epochs", "large_n", "large_epochs"):
-        if getattr(args, key) is not None:
-            cfg[key] = getattr(args, key)
-    if args.reps is not None:
-        cfg["reps"] = dict.fromkeys(cfg["reps"], args.reps)
-    cases = (args.cases or ("tutorial,large" if args.quick else ",".join(ALL_CASES))).split(",")
+    cfg = settings(args)
+    cases = (args.cases or ",".join(QUICK_CASES if args.quick else ALL_CASES)).split(",")
     unknown = set(cases) - set(ALL_CASES)
     if unknown:
         print(f"unknown case(s) {sorted(unknown)}; choose from {ALL_CASES}", file=sys.stderr)
@@ -821,44 +1461,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
+    kept, old_reps = previous_cases(args, cases)
     res: dict[str, Any] = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(),
-        "settings": {**cfg, "quick": args.quick, "cases": cases, "impls": impls},
+        "settings": {
+            **cfg,
+            "reps": {**cfg["reps"], **old_reps},
+            "quick": args.quick,
+            "cases": cases,
+            "impls": impls,
+        },
         "load_before": _loadavg(),
     }
-    previous = args.out / "latest.json"
-    if args.merge and previous.exists():
-        old = json.loads(previous.read_text())
-        if old.get("schema") == SCHEMA and old.get("settings", {}).get("quick") == args.quick:
-            res["cases"] = {k: v for k, v in old.get("cases", {}).items() if k not in cases}
-            res["settings"]["reps"] = {
-                **old["settings"]["reps"],
-                **{k: v for k, v in cfg["reps"].items() if k in cases},
-            }
-    res.setdefault("cases", {})
     log("machine ...")
     res["machine"] = machine_info()
     t0 = time.perf_counter()
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "tutorial": partial(case_tutorial, cfg, impls, log),
         "large": partial(case_large, cfg, impls, log),
+        "population": partial(case_population, cfg, log),
         "tracking": partial(case_tracking, cfg, log),
         "sweep": partial(case_sweep, cfg, log),
+        "sweep64": partial(case_sweep64, cfg, log),
+        "long": partial(case_long, cfg, log),
     }
-    for case in cases:
-        log(f"{case} ...")
-        before, started = _loadavg(), datetime.now(UTC).isoformat()
-        result = runners[case]()
-        result.update(started=started, load_before=before, load_after=_loadavg())
-        res["cases"][case] = result
-    res["cases"] = {k: res["cases"][k] for k in ALL_CASES if k in res["cases"]}
-    res["seconds"] = time.perf_counter() - t0
-    res["load_after"] = _loadavg()
+    done = {**kept, **dict(run_cases(cases, runners, log))}
+    res["cases"] = {k: done[k] for k in ALL_CASES if k in done}
+    res.update(seconds=time.perf_counter() - t0, load_after=_loadavg())
     res["targets"] = targets(res)
-    table = markdown(res)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(res, indent=2) + "\n")
+    table = markdown(res)
     (args.out / "latest.md").write_text(table)
     print(table)
     log(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.md'} ({res['seconds']:.0f} s)")

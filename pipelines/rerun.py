@@ -18,21 +18,29 @@ config.yaml), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+import numpy as np
 
 from mlplab.cli import report
-from mlplab.config import Config
-from mlplab.errors import UserError, say_error
+from mlplab.compare import config_differences, history_departure, weight_differences
+from mlplab.config import Config, recorded_config
+from mlplab.environment import differences
+from mlplab.errors import TrackingError, UserError, say_error
 from mlplab.interrupts import sigterm_interrupts
-from mlplab.pipeline import configure, run
-from mlplab.tracking import open_store
-from mlplab.tracking.mlflow_store import RunInfo
+from mlplab.pipeline import RunOutcome, configure, run
+from mlplab.tracking import flatten, open_store
 from mlplab.tracking.uris import default_uri, resolve_uri
+from mlplab.weights import load_weights
+
+if TYPE_CHECKING:  # the store's module imports MLflow: --help must not wait for it
+    from mlplab.tracking.mlflow_store import RunInfo
 
 OUTPUTS = Path("outputs") / "rerun"
 
@@ -84,18 +92,7 @@ def rerun_config(text: str, overrides: list[str]) -> Config:
                 "optimizer.lr=0.1 (config groups like optimizer=adam cannot be switched "
                 "in a rerun)"
             )
-    try:
-        loaded = OmegaConf.create(text)
-        merged = OmegaConf.merge(
-            OmegaConf.structured(Config), loaded, OmegaConf.from_dotlist(overrides)
-        )
-        cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        msg = str(exc).strip().splitlines()[0]
-        raise RerunError(
-            f"the recorded config with {' '.join(overrides) or 'no overrides'} is not valid: {msg}"
-        ) from None
-    assert isinstance(cfg, Config)
+    cfg = recorded_config(text, overrides)
     given = {item.partition("=")[0] for item in overrides}
     cfg.tracking.parent_run_id = None  # a rerun is a top-level run
     if "tracking.run_name" not in given:
@@ -103,13 +100,74 @@ def rerun_config(text: str, overrides: list[str]) -> Config:
     return cfg
 
 
+def source_stores(source_uri: str | None, overrides: list[str]) -> list[str]:
+    """Where to look for the run: ``--source-uri``; else the store the overrides name
+    (``tracking.uri=...``) and the default store (``MLFLOW_TRACKING_URI`` or ./mlflow.db)."""
+    if source_uri:
+        return [resolve_uri(source_uri)]
+    named = [o.partition("=")[2] for o in overrides if o.startswith("tracking.uri=")]
+    return list(dict.fromkeys([*(resolve_uri(u) for u in named[-1:]), resolve_uri(default_uri())]))
+
+
+def find_run(stores: list[str], run_id: str) -> tuple[str, RunInfo, str]:
+    """The store holding the run, the run and its ``config.yaml``."""
+    unusable = []
+    for uri in stores:
+        try:
+            if open_store(uri).get_run(run_id) is not None:
+                return (uri, *fetch_run(uri, run_id))
+        except TrackingError as exc:  # another candidate may hold it
+            unusable.append(str(exc))
+    raise RerunError(
+        f"run {run_id!r} not found in the tracking store(s) {', '.join(stores)}"
+        + (f" ({'; '.join(unusable)})" if unusable else "")
+    )
+
+
+def explain(source: str, original: RunInfo, cfg: Config, outcome: RunOutcome) -> list[str]:
+    """Why a rerun differs (or what differed around a MATCH): config keys, environment
+    facts, the largest |Δw| per matrix, the first epoch where train_rmse departs."""
+    store = open_store(source)
+    recorded = recorded_config(store.read_text(original.run_id, "config.yaml") or "")
+    lines = [
+        f"config {d}" for d in config_differences(flatten(asdict(recorded)), flatten(asdict(cfg)))
+    ]
+    env = store.read_text(original.run_id, "environment.json")
+    current = json.loads((outcome.out_dir / "environment.json").read_text())
+    lines += (
+        [f"environment {d}" for d in differences(json.loads(env), current)]
+        if env
+        else ["environment: the original run recorded none"]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = store.download(original.run_id, "weights/final.npz", Path(tmp))
+        rerun_weights = outcome.out_dir / "weights" / "final.npz"
+        if weights is not None and rerun_weights.is_file():
+            lines += weight_differences(load_weights(weights), load_weights(rerun_weights))
+        history = store.download(original.run_id, "history/train_rmse.npy", Path(tmp))
+        before = (
+            np.load(history)
+            if history
+            else np.asarray(store.history(original.run_id, "train_rmse"))
+        )
+    after = np.load(outcome.out_dir / "history" / "train_rmse.npy")
+    epoch = history_departure(before, after)
+    if epoch is None:
+        return [*lines, "train_rmse: the same at every epoch"]
+    return [
+        *lines,
+        f"train_rmse departs at epoch {epoch} ({len(before)} recorded, {len(after)} now)",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Rerun; print MATCH or DIFFER. Returns the exit status."""
+    """Rerun; print MATCH or DIFFER with what differs. Returns the exit status."""
     sigterm_interrupts()
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    source = resolve_uri(args.source_uri or default_uri())
     try:
-        original, text = fetch_run(source, args.run_id)
+        source, original, text = find_run(
+            source_stores(args.source_uri, args.overrides), args.run_id
+        )
         cfg = configure(rerun_config(text, list(args.overrides)))
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
         out_dir = Path(args.out) if args.out else OUTPUTS / f"{args.run_id}_{stamp}"
@@ -121,23 +179,24 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         outcome = run(cfg, out_dir, list(args.overrides), extra_tags={"rerun_of": args.run_id})
+        report(outcome, uri=cfg.tracking.uri)
+        notes = explain(source, original, cfg, outcome)
     except UserError as exc:
         say_error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         say_error("interrupted")
         return 130
-    report(outcome, uri=cfg.tracking.uri)
-    if outcome.status != "FINISHED":
-        print(f"the rerun ended {outcome.status}: {outcome.failure or 'interrupted'}", flush=True)
     expected, got = original.tags.get("weights_sha256"), outcome.weights_sha256
     if expected and got == expected:
         print(f"MATCH: weights sha256 {got}", flush=True)
+        changed = [n for n in notes if n.startswith("environment ")]
+        print("\n".join(f"  (differs, without effect) {n}" for n in changed), flush=bool(changed))
         return 0
     print(
-        f"DIFFER: original weights sha256 {expected or '(none recorded)'}, rerun {got or '(none)'}",
-        flush=True,
+        f"DIFFER: original weights sha256 {expected or '(none recorded)'}, rerun {got or '(none)'}"
     )
+    print("\n".join(f"  {n}" for n in notes if not n.startswith("config ") or True), flush=True)
     return 1
 
 

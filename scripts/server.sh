@@ -235,8 +235,8 @@ usage_hint() {
 
 start() {
     mkdir -p "$STATE"
-    [[ -n "$MLFLOW" ]] || die "mlflow not found: run 'make venv' first (or pip install -e '.[server]')"
-    "$PY" -c 'import psycopg2' 2>/dev/null || die "psycopg2 is missing: pip install -e '.[server]' (make server does)"
+    [[ -n "$MLFLOW" ]] || die "mlflow not found: run 'make server' (it installs the locked [server] extra)"
+    "$PY" -c 'import psycopg2' 2>/dev/null || die "psycopg2 is missing: run 'make server' (it installs the locked [server] extra)"
     local pid
     if pid="$(mlflow_pid)"; then
         if healthy; then

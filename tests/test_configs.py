@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra import compose
 from omegaconf import OmegaConf
 
-from mlplab.config import Config, validate
+from mlplab.config import Config, to_config, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["data", "model", "optimizer", "train", "tracking", "plot", "trace"]
@@ -18,23 +19,29 @@ def _options(group: str) -> list[str]:
 
 
 def test_default_is_the_tutorial_experiment(make_cfg):
+    """The defaults are SPEC §1's experiment (the default store: tests/test_defaults.py)."""
     cfg = make_cfg()
-    assert isinstance(cfg, Config)
+    validate(cfg)
     assert (cfg.data.name, cfg.data.n_samples, cfg.data.n_features, cfg.data.n_outputs) == (
         "tutorial",
         50,
         2,
         2,
     )
+    assert (cfg.data.noise, cfg.data.test_fraction, cfg.seed) == (0.1, 0.2, 0)
     assert cfg.model.hidden == [2]
     assert (cfg.model.activation, cfg.model.output_activation, cfg.model.init) == (
         "sigmoid",
         "sigmoid",
         "normal",
     )
-    assert (cfg.optimizer.name, cfg.train.batch_size, cfg.train.reduction) == ("sgd", None, "sum")
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.schedule) == (
+        "sgd",
+        0.5,
+        "constant",
+    )
+    assert (cfg.train.batch_size, cfg.train.reduction, cfg.train.loss) == (None, "sum", "mse")
     assert (cfg.train.tol, cfg.train.epochs, cfg.trace.enabled) == (1e-6, 10000, True)
-    assert cfg.tracking.uri and cfg.tracking.uri.startswith("sqlite:////")
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
@@ -43,13 +50,27 @@ def test_every_experiment_composes_and_validates(make_cfg, experiment):
     validate(cfg)
 
 
+#: What an option needs beside it to pass validation (a classifier needs classes, ...).
+COMPANIONS = {
+    ("data", "csv"): ["data.path=data/iris.csv"],
+    ("data", "spiral"): ["model=classifier", "train.loss=cross_entropy"],
+    ("data", "moons"): ["model=classifier", "train.loss=cross_entropy"],
+    ("model", "classifier"): ["data=spiral", "train.loss=cross_entropy"],
+}
+
+
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
-def test_every_group_option_composes(make_cfg, group, option):
-    overrides = [f"{group}={option}"]
-    if group == "data" and option == "csv":
-        overrides.append("data.path=data/iris.csv")
-    cfg = make_cfg(*overrides)
-    assert isinstance(cfg, Config)
+def test_every_group_option_composes_to_its_values_and_validates(make_cfg, group, option):
+    """``group=option`` puts every value of conf/<group>/<option>.yaml into the config, and
+    the result passes validation."""
+    overrides = [f"{group}={option}", *COMPANIONS.get((group, option), [])]
+    cfg = make_cfg(*overrides)  # as a run prepares it (paths and the store resolved)
+    validate(cfg)
+    node = getattr(to_config(compose(config_name="config", overrides=overrides)), group)
+    values = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
+    for key, value in values.items():
+        if value != "???":  # mandatory: given by the companion override
+            assert getattr(node, key) == value, f"{group}={option}: {key}"
     if group == "optimizer":
         assert cfg.optimizer.name == option  # the group option chosen is the name
 

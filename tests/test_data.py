@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.optimize import brentq
 
 from mlplab.config import DataConfig
 from mlplab.data import SOURCES, generate, split_sizes
@@ -38,18 +40,20 @@ def test_generators_are_deterministic(name):
 
 
 def test_tutorial_data_follow_the_spec():
+    """SPEC §1: x ~ U[0,1]², y = σ(σ(x) + 0.1·u1) + 0.1·u2 with u1, u2 single draws from
+    [0, 1): recover u1 from two samples, then every residual is the same 0.1·u2."""
     d = generate(DataConfig(test_fraction=0.0), np.random.default_rng(0))
     x, y = d.X_train, d.Y_train
     assert x.shape == (50, 2) and y.shape == (50, 2) and x.min() >= 0 and x.max() < 1
     sig = lambda z: 1 / (1 + np.exp(-z))
-    # y = sig(sig(x) + 0.1 u1) + 0.1 u2 with scalar u1, u2: recover them and check
-    u2 = None
-    for u1 in np.linspace(0, 1, 100001):
-        resid = y - sig(sig(x) + 0.1 * u1)
-        if np.ptp(resid) < 1e-4:
-            u2 = resid.mean() / 0.1
-            break
-    assert u2 is not None and 0 <= u2 < 1
+    resid = lambda u1: y - sig(sig(x) + 0.1 * u1)
+    # two entries' residuals are equal only at the true u1 (σ' falls on σ(x) + 0.1·u1 > 0)
+    a, b = np.argmin(x), np.argmax(x)
+    u1 = brentq(lambda u: resid(u).flat[a] - resid(u).flat[b], 0.0, 1.0, xtol=1e-15)
+    assert 0 <= u1 < 1
+    assert np.ptp(resid(u1)) < 1e-12
+    u2 = resid(u1).mean() / 0.1
+    assert 0 <= u2 < 1
 
 
 def test_regression_generator_scales_to_the_large_case():
@@ -61,11 +65,28 @@ def test_regression_generator_scales_to_the_large_case():
     assert d.X_train.dtype == np.float32
 
 
-def test_splits():
-    assert split_sizes(50, 0.2, 0.0) == (40, 0, 10)
-    assert split_sizes(10, 0.2, 0.1) == (7, 1, 2)
-    with pytest.raises(DataError, match="no training sample"):
+@pytest.mark.parametrize(
+    ("n", "test", "val", "sizes"),
+    [
+        (50, 0.2, 0.0, (40, 0, 10)),
+        (10, 0.2, 0.1, (7, 1, 2)),
+        (3, 0.1, 0.0, (2, 0, 1)),  # a share that rounds to no sample still gets one
+        (3, 0.0, 0.1, (2, 1, 0)),
+        (2, 0.5, 0.0, (1, 0, 1)),  # one training sample is enough
+        (100, 0.0, 0.0, (100, 0, 0)),
+        (9, 0.25, 0.25, (5, 2, 2)),
+    ],
+)
+def test_split_sizes(n, test, val, sizes):
+    assert split_sizes(n, test, val) == sizes
+
+
+def test_a_split_without_training_samples_is_refused():
+    with pytest.raises(DataError) as info:
         split_sizes(2, 0.5, 0.4)
+    assert str(info.value) == (
+        "data: 2 samples leave no training sample after test_fraction=0.5 and val_fraction=0.4"
+    )
 
 
 def test_csv_standardisation_is_fitted_on_training_rows_only():
@@ -96,20 +117,244 @@ def _csv(tmp_path: Path, text: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("text", "kwargs", "match"),
+    ("text", "kwargs", "match", "column"),
     [
-        (None, {}, "file not found"),
-        ("", {}, "empty"),
-        ("a,b,y\n1,2,3\n4,x,6\n", {}, "column 'b' is not numeric"),
-        ("a,b,y\n1,2,3\n4,,6\n", {}, "column 'b' has a missing value"),
-        ("a,b,y\n1,2,3\n4,5,6\n", {"targets": ["z"]}, "column 'z' is not in"),
-        ("a,b,y\n1,2,3\n4,5,6\n", {"features": ["a", "q"]}, "column 'q' is not in"),
-        ("a,b,y\n", {}, "no data rows"),
+        (None, {}, "file not found", None),
+        ("", {}, "the file is empty", None),
+        ("a,b,y\n1,2,3\n4,x,6\n", {}, "column 'b' is not numeric \\(row 3: 'x'\\)", "b"),
+        ("a,b,y\n1,2,3\n4,,6\n", {}, "column 'b' has a missing value \\(NaN\\) at row 3", "b"),
+        ("a,b,y\n1,2,3\n4,inf,6\n", {}, "column 'b' has an infinite value", "b"),
+        ("a,b,y\n1,2,3\n4,5,6\n", {"targets": ["z"]}, "data.targets: column 'z' is not in", "z"),
+        ("a,b,y\n1,2,3\n4,5,6\n", {"features": ["a", "q"]}, "data.features: column 'q'", "q"),
+        ("a,b,y\n", {}, "the file has no data rows", None),
     ],
 )
-def test_bad_csv_files_name_the_file_and_column(tmp_path, text, kwargs, match):
+def test_bad_csv_files_name_the_file_and_column(tmp_path, text, kwargs, match, column):
     path = str(tmp_path / "missing.csv") if text is None else _csv(tmp_path, text)
     cfg = DataConfig(name="csv", path=path, **kwargs)
     with pytest.raises(DataError, match=match) as info:
         generate(cfg, np.random.default_rng(0))
-    assert Path(path).name in str(info.value) or "column" in str(info.value)
+    msg = str(info.value)
+    assert repr(path) in msg  # the whole path, as given
+    if column is not None:
+        assert f"column {column!r}" in msg
+
+
+def test_csv_errors_past_the_columns(tmp_path):
+    """The remaining refusals of a CSV file, each one line naming the key or the file."""
+
+    def refusal(text: str, **kwargs) -> str:
+        path = _csv(tmp_path, text)
+        with pytest.raises(DataError) as info:
+            generate(DataConfig(name="csv", path=path, **kwargs), np.random.default_rng(0))
+        return str(info.value).replace(repr(path), "<file>")
+
+    assert refusal("a,b\n1,2\n3,4,5\n") == (
+        "data.path=<file>: cannot be read as CSV "
+        "(Error tokenizing data. C error: Expected 2 fields in line 3, saw 3)"
+    )
+    assert refusal("a\n1\n2\n") == "data.features: no feature columns left in <file>"
+    assert refusal("a,y,z\n1,2,3\n4,5,6\n", features=["a", "z", "y"], targets=["y", "z"]) == (
+        "data.features: column 'y' is also a target"
+    )
+    assert refusal("a,y\n1,2\n3,x\n") == "data.path=<file>: column 'y' is not numeric (row 3: 'x')"
+    cls = {"task": "classification"}
+    assert refusal("a,b,c\n1,2,3\n", targets=["b", "c"], **cls) == (
+        "data.targets: classification takes exactly one label column"
+    )
+    assert refusal("a,label\n1,x\n2,\n3,y\n", **cls) == (
+        "data.path=<file>: column 'label' has a missing label"
+    )
+    assert refusal("a,label\n1,x\n2,x\n", **cls) == (
+        "data.targets: column 'label' has fewer than 2 classes"
+    )
+    with pytest.raises(DataError) as info:  # no path (validation says so first)
+        generate(DataConfig(name="csv", path=None), np.random.default_rng(0))
+    assert str(info.value) == (
+        "data.path='.': cannot be read as CSV ([Errno 21] Is a directory: '.')"
+    )
+
+
+def _rows(*arrays: np.ndarray) -> list[tuple[float, ...]]:
+    return sorted(map(tuple, np.hstack(arrays)))
+
+
+def test_a_regression_csv_is_read_as_written(tmp_path):
+    """Targets default to the last column, features to the others; every row lands in exactly
+    one split, unchanged."""
+    rng = np.random.default_rng(1)
+    table = np.round(rng.normal(size=(12, 3)), 3)
+    text = "a,b,y\n" + "".join(f"{a},{b},{y}\n" for a, b, y in table)
+    d = generate(DataConfig(name="csv", path=_csv(tmp_path, text)), np.random.default_rng(0))
+    assert (d.feature_names, d.target_names, d.task) == (["a", "b"], ["y"], "regression")
+    assert [len(d.X_train), len(d.X_val), len(d.X_test)] == [10, 0, 2]
+    got = _rows(np.vstack([d.X_train, d.X_test]), np.vstack([d.Y_train, d.Y_test]))
+    assert got == _rows(table)
+    chosen = DataConfig(name="csv", path=_csv(tmp_path, text), targets=["a"], test_fraction=0.0)
+    d = generate(chosen, np.random.default_rng(0))
+    assert (d.feature_names, d.target_names) == (["b", "y"], ["a"])
+    assert _rows(d.X_train, d.Y_train) == _rows(table[:, 1:], table[:, :1])
+
+
+def test_class_labels_are_one_hot_in_sorted_order(tmp_path):
+    """Two classes suffice; labels of any type are ordered as text (9 after 100)."""
+    text = "a,label\n" + "".join(f"{i},{lab}\n" for i, lab in enumerate([9, 10, 100, 9, 10]))
+    cfg = DataConfig(name="csv", path=_csv(tmp_path, text), task="classification")
+    d = generate(replace(cfg, test_fraction=0.0), np.random.default_rng(0))
+    assert d.target_names == ["label=10", "label=100", "label=9"]
+    by_feature = {int(x[0]): list(y) for x, y in zip(d.X_train, d.Y_train, strict=True)}
+    assert by_feature == {0: [0, 0, 1], 1: [1, 0, 0], 2: [0, 1, 0], 3: [0, 0, 1], 4: [1, 0, 0]}
+    two = "a,label\n1,x\n2,y\n3,x\n"
+    d = generate(
+        replace(cfg, path=_csv(tmp_path, two), test_fraction=0.0), np.random.default_rng(0)
+    )
+    assert d.target_names == ["label=x", "label=y"] and d.Y_train.shape == (3, 2)
+
+
+def test_standardisation_records_the_training_scaling(tmp_path):
+    """Standardised features: (x − mean) / std of the training rows (a constant column: std 1);
+    the scaling is kept, and undoing it gives the rows of the file back."""
+    rng = np.random.default_rng(2)
+    table = np.column_stack([rng.normal(5, 2, 30), np.full(30, 7.0), rng.normal(0, 1, 30)])
+    text = "a,c,y\n" + "".join(f"{a:.17g},{c:.17g},{y:.17g}\n" for a, c, y in table)
+    cfg = DataConfig(name="csv", path=_csv(tmp_path, text), standardize=True)
+    d = generate(cfg, np.random.default_rng(0))
+    mean, std = np.asarray(d.scaling["mean"]), np.asarray(d.scaling["std"])
+    assert set(d.scaling) == {"mean", "std"} and std[1] == 1.0 and mean[1] == 7.0
+    raw_train = d.X_train * std + mean
+    np.testing.assert_allclose(mean, raw_train.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std[0], raw_train[:, 0].std(), rtol=1e-12)
+    np.testing.assert_array_equal(d.X_train[:, 1], 0.0)
+    raw = np.vstack([raw_train, d.X_test * std + mean])
+    np.testing.assert_allclose(
+        np.array(_rows(raw, np.vstack([d.Y_train, d.Y_test]))), np.array(_rows(table)), rtol=1e-12
+    )
+    plain = generate(replace(cfg, standardize=False), np.random.default_rng(0))
+    assert plain.scaling == {}
+
+
+# -- the generators ----------------------------------------------------------------------------
+NAMES = {
+    "tutorial": (["x1", "x2"], ["y1", "y2"]),
+    "xor": (["x1", "x2"], ["y1"]),
+    "sine": (["x1"], ["y1"]),
+    "spiral": (["x1", "x2"], ["class1", "class2", "class3"]),
+    "moons": (["x1", "x2"], ["class1", "class2"]),
+    "regression": (["x1", "x2", "x3"], ["y1", "y2"]),
+}
+
+
+def _config(name: str, n: int = 400, noise: float = 0.0) -> DataConfig:
+    shapes = {"sine": (1, 1), "xor": (2, 1), "regression": (3, 2)}.get(name, (2, 2))
+    task = "classification" if name in ("spiral", "moons") else "regression"
+    n_classes = 3 if name == "spiral" else 2
+    return DataConfig(
+        name=name,
+        task=task,
+        n_samples=n,
+        n_features=shapes[0],
+        n_outputs=shapes[1],
+        n_classes=n_classes,
+        noise=noise,
+        test_fraction=0.0,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_generators_name_their_columns(name):
+    d = generate(_config(name, n=30), np.random.default_rng(0))
+    assert (d.feature_names, d.target_names) == NAMES[name]
+    assert d.X_train.shape == (30, len(NAMES[name][0]))
+    assert d.Y_train.shape == (30, len(NAMES[name][1]))
+    assert d.task == _config(name).task
+
+
+def _make(name: str, noise: float, n: int = 2000, seed: int = 3):
+    """The generator's samples in the order drawn (before the split)."""
+    return SOURCES[name].make(_config(name, n, noise), np.random.default_rng(seed))
+
+
+def test_noise_free_generators_follow_their_formulas():
+    sig = lambda z: 1 / (1 + np.exp(-z))
+    x, y, *_ = _make("tutorial", 0.0)
+    np.testing.assert_allclose(y, sig(sig(x)), rtol=1e-15)
+    # xor: the four corners of the unit square, y = x1 XOR x2
+    x, y, *_ = _make("xor", 0.0)
+    assert set(map(tuple, x)) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    np.testing.assert_array_equal(y[:, 0], np.logical_xor(x[:, 0], x[:, 1]))
+    # sine: x ~ U[−π, π], y = sin(x)
+    x, y, *_ = _make("sine", 0.0)
+    assert -np.pi <= x.min() < -3.0 and 3.0 < x.max() <= np.pi
+    np.testing.assert_array_equal(y, np.sin(x))
+    # spiral: radius r ~ U[0, 1); arm k of K starts at angle k·2π/K and turns 4 radians to the rim
+    x, y, *_ = _make("spiral", 0.0)
+    r, arm = np.hypot(x[:, 0], x[:, 1]), y.argmax(axis=1)
+    assert np.bincount(arm).tolist() == [667, 667, 666] and r.min() < 0.01 and 0.99 < r.max() < 1
+    turn = np.arctan2(x[:, 0], x[:, 1]) - (arm * 2 * np.pi / 3 + 4 * r)
+    np.testing.assert_allclose(np.cos(turn), 1.0, atol=1e-9)
+    # moons: the upper unit half circle, and the lower one shifted by (1, 0.5)
+    x, y, *_ = _make("moons", 0.0)
+    upper, lower = x[y[:, 0] == 1], x[y[:, 1] == 1]
+    assert len(upper) == len(lower) == 1000
+    np.testing.assert_allclose(np.hypot(*upper.T), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(np.hypot(1 - lower[:, 0], 0.5 - lower[:, 1]), 1.0, rtol=1e-12)
+    angles = np.arctan2(upper[:, 1], upper[:, 0])
+    assert angles.min() >= 0 and angles.min() < 0.01 and np.pi - 0.01 < angles.max() <= np.pi
+    assert lower[:, 1].max() <= 0.5 + 1e-12
+    # regression: X ~ N(0, 1), y = tanh(X·A)·B, A ~ N(0, 1/d), B ~ N(0, 1/h)
+    cfg = replace(_config("regression", 20000), n_features=8, n_outputs=8, teacher_hidden=32)
+    X, Y, *_ = SOURCES["regression"].make(cfg, np.random.default_rng(4))
+    assert abs(X.mean()) < 0.02 and X.std() == pytest.approx(1.0, rel=0.02)
+    z = np.linspace(-8, 8, 160001)  # E[tanh(z)²] for z ~ N(0, 1): ≈ 0.394
+    expected = np.sum(np.tanh(z) ** 2 * np.exp(-(z**2) / 2)) * (z[1] - z[0]) / np.sqrt(2 * np.pi)
+    assert 0.6 * expected < Y.var(axis=0).mean() < 1.5 * expected
+
+
+@pytest.mark.parametrize("name", ["xor", "sine", "spiral", "moons", "regression"])
+def test_generator_noise_is_gaussian_with_the_configured_scale(name):
+    """The same seed with noise 0.05 and 0: the difference is 0.05·N(0, 1), drawn afresh for
+    every value (for the spiral it turns the angle)."""
+    clean, noisy = _make(name, 0.0), _make(name, 0.05)
+    if name == "spiral":
+        diff = np.arctan2(noisy[0][:, 0], noisy[0][:, 1]) - np.arctan2(*clean[0].T)
+        diff = np.angle(np.exp(1j * diff))
+        np.testing.assert_allclose(np.hypot(*noisy[0].T), np.hypot(*clean[0].T), rtol=1e-12)
+    elif name in ("sine", "regression"):
+        diff = noisy[1] - clean[1]
+        np.testing.assert_array_equal(noisy[0], clean[0])
+    else:
+        diff = noisy[0] - clean[0]
+        np.testing.assert_array_equal(noisy[1], clean[1])
+    assert diff.std() == pytest.approx(0.05, rel=0.1) and abs(diff.mean()) < 0.01
+    assert np.abs(diff).max() < 0.05 * 6  # Gaussian tails
+    assert len(np.unique(np.round(diff, 12))) > 0.9 * diff.size
+
+
+def test_a_generator_giving_non_finite_values_is_refused():
+    with pytest.raises(DataError) as info:
+        generate(_config("sine", noise=np.inf), np.random.default_rng(0))
+    assert str(info.value) == "data.name=sine: the data contain NaN or infinite values"
+
+
+def test_the_tutorial_maps_each_input_to_one_output():
+    with pytest.raises(DataError) as info:
+        generate(DataConfig(n_outputs=3), np.random.default_rng(0))
+    assert str(info.value) == (
+        "data.n_outputs=3 is not allowed for data.name=tutorial: the tutorial maps each input "
+        "to one output (n_outputs = n_features = 2)"
+    )
+
+
+def test_every_sample_lands_in_exactly_one_split():
+    """A seeded permutation: train, validation and test rows together are the generated rows,
+    each once, with its own targets."""
+    cfg = replace(_config("regression", n=40), test_fraction=0.25, val_fraction=0.2)
+    d = generate(cfg, np.random.default_rng(5))
+    assert [len(d.X_train), len(d.X_val), len(d.X_test)] == [22, 8, 10]
+    X, Y, *_ = SOURCES["regression"].make(cfg, np.random.default_rng(5))
+    parts = [(d.X_train, d.Y_train), (d.X_val, d.Y_val), (d.X_test, d.Y_test)]
+    assert _rows(np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])) == _rows(X, Y)
+    assert _rows(d.X_train, d.Y_train) != _rows(X[:22], Y[:22])  # shuffled, not cut in order
+    for a in (d.X_train, d.Y_train, d.X_val, d.Y_val, d.X_test, d.Y_test):
+        assert a.dtype == np.float64 and a.flags.c_contiguous
+    assert d.scaling == {} and d.task == "regression"

@@ -194,6 +194,7 @@ def test_interrupted_sweep_closes_its_parent_and_children(tmp_path: Path, how: s
             "pipelines/run.py",
             "-m",
             "+sweep=base",
+            "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2",
             *LONG_RUN,
             "seed=0,1",

@@ -10,26 +10,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import reference
 from mlflow.tracking import MlflowClient
 
 from mlplab.config import Config
 from mlplab.pipeline import run
 from mlplab.weights import load_weights
-
-ACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
-    "tanh": np.tanh,
-    "identity": lambda z: z,
-}
-
-
-def forward(weights: list[np.ndarray], X: np.ndarray, hidden: str, output: str) -> np.ndarray:
-    """The network by hand (SPEC §5 weight layout: row 0 of each W is the bias)."""
-    a = X
-    for i, W in enumerate(weights):
-        z = W[0] + a @ W[1:]
-        a = ACT[output if i == len(weights) - 1 else hidden](z)
-    return a
 
 
 @pytest.fixture
@@ -89,7 +75,7 @@ def test_pyfunc_model_predicts_what_the_pipeline_predicted(
     weights = load_weights(client.download_artifacts(run_id, "weights/final.npz", str(dl)))
     x_cols = [c for c in test.columns if c.startswith("x")]
     X = test[x_cols].to_numpy(np.float64)
-    expected = forward(weights, X, cfg.model.activation, cfg.model.output_activation)
+    expected = reference.forward(weights, X, cfg.model.activation, cfg.model.output_activation)
     assert expected.shape == (len(test), len(outputs))
 
     # the model takes raw feature columns (by name): undo the logged standardisation

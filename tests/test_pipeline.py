@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +58,29 @@ def test_tutorial_run_holds_every_spec_item(tutorial_run):
     hist = client.get_metric_history(run_id, "train_rmse")
     assert [h.step for h in hist] == list(range(1, epochs + 1))
     assert hist[-1].value < 0.05  # the tutorial fits
+    # the points went in in bulk (tracking/sqlite_store.py), the last one through log_batch:
+    # MLflow's latest value is the last epoch's, and the file is in WAL mode
+    assert m["train_rmse"] == hist[-1].value
+    with sqlite3.connect(uri.removeprefix("sqlite:///")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert m["final_train_rmse"] < 0.05 and m["test_rmse"] < 0.05
+    # the tutorial's stopping rule: |RMSE_i - RMSE_(i-1)| < 1e-6 ends it at epoch 435
+    assert epochs == 435 and r.data.tags["stop_reason"] == "tolerance"
+    assert abs(hist[-1].value - hist[-2].value) < 1e-6 <= abs(hist[-2].value - hist[-3].value)
     # tags
     t = r.data.tags
     assert len(t["weights_sha256"]) == 64 and t["mlplab_version"] and t["git_commit"]
+    assert t["weights_sha256"].startswith("068d61535304")  # the README's number
+    # a readable name (not MLflow's random one), MLflow's source tags, the environment
+    assert r.info.run_name == "tutorial · sgd lr=0.5 · [2]"
+    assert t["mlflow.source.name"] == "pipelines/run.py" and t["mlflow.source.type"] == "LOCAL"
+    assert t["mlflow.source.git.commit"] == t["git_commit"]
+    assert t["env.numpy"] == np.__version__ and int(t["env.blas_threads"]) >= 1
+    # the data splits as MLflow datasets: name, digest, context
+    inputs = {i.tags[0].value: i.dataset for i in r.inputs.dataset_inputs if i.tags}
+    assert set(inputs) == {"training", "testing"}
+    assert {d.name for d in inputs.values()} == {"tutorial"}
+    assert inputs["training"].digest != inputs["testing"].digest
     # artifacts
     names = artifact_paths(client, run_id)
     missing = sorted(SPEC_ARTIFACTS - names)
@@ -77,6 +98,11 @@ def test_tutorial_run_holds_every_spec_item(tutorial_run):
     assert list(train.columns) == ["x1", "x2", "y1", "y2"] and len(train) == 40 and len(test) == 10
     cfg = yaml.safe_load((local / "config.yaml").read_text())
     assert cfg["model"]["hidden"] == [2] and cfg["tracking"]["uri"] == uri
+    env = json.loads((local / "environment.json").read_text())
+    assert env["numpy"] == np.__version__ and env["git"]["commit"] == t["git_commit"]
+    # the whole history as an artifact, equal to the logged points
+    whole = np.load(local / "history" / "train_rmse.npy")
+    np.testing.assert_array_equal(whole, [h.value for h in hist])
     # the model
     assert "model/MLmodel" in names
 

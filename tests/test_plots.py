@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image
 
 import mlplab.plots
 from mlplab.plots import (
+    Painter,
     animate_decision_boundary,
     animate_network,
     layer_sizes,
@@ -29,10 +31,12 @@ from mlplab.plots import (
     save_gif,
 )
 from mlplab.plots import predictions as predictions_module
-from mlplab.plots.curves import wants_log_scale
+from mlplab.plots.curves import RmseFigure, wants_log_scale
+from mlplab.plots.network import NetworkFigure
+from mlplab.plots.predictions import PredictionsFigure
 from mlplab.report import ChildRecord, summary_rows
 
-GREEN = (0, 128, 0)  # matplotlib / networkx "green"
+GREEN = (0, 128, 0)  # matplotlib "green"
 RED = (255, 0, 0)  # "red"
 BLUE = (0, 0, 255)  # "blue"
 GREY = (128, 128, 128)  # "grey": edges of non-finite weights, medians of a sweep panel
@@ -411,6 +415,199 @@ def test_plot_objective(tmp_path: Path) -> None:
     assert _near(arr, TAB_RED, tol=10) == 0  # no finished trial: nothing drawn
 
 
+# ---------------------------------------------------------------- painter (many members)
+
+#: Figure kind → its one-off function (a Painter has a method of the same name).
+ONE_OFF: dict[str, Callable[..., Path]] = {
+    "rmse": plot_rmse,
+    "predictions": plot_predictions,
+    "network": plot_network,
+}
+
+
+def _member(seed: int) -> dict[str, Any]:
+    """The figure inputs of a tutorial-shaped member (SPEC §1) drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    epochs = int(rng.integers(380, 490))
+    X = rng.random((50, 2))
+    Y = _sigmoid(_sigmoid(X) + 0.1 * rng.random()) + 0.1 * rng.random()
+    return {
+        "history": {"train_rmse": 0.01 + rng.uniform(0.15, 0.4) * np.exp(-np.arange(epochs) / 60)},
+        "X": X,
+        "Y": Y,
+        "Y_pred": Y + 0.02 * rng.standard_normal(Y.shape),
+        "weights": [2.0 * rng.standard_normal((3, 2)), 2.0 * rng.standard_normal((3, 2))],
+    }
+
+
+def _draw(kind: str, painter: Painter | None, m: dict[str, Any], path: Path, **kw: Any) -> Path:
+    """Draw member ``m``'s figure of ``kind`` to ``path`` with ``painter`` (None: one-off)."""
+    args = {
+        "rmse": (m["history"],),
+        "predictions": (m["X"], m["Y"], m["Y_pred"]),
+        "network": (m["weights"],),
+    }[kind]
+    if kind == "network":
+        kw.setdefault("subtitle", f"{m['history']['train_rmse'].size} epochs")
+    draw = ONE_OFF[kind] if painter is None else getattr(painter, kind)
+    return draw(*args, path, **kw)
+
+
+def _same_decorations(m: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A member that differs from ``m`` only where the data are drawn: the same ranges
+    (hence ticks), final RMSE and epochs, but another curve, other points, other weights."""
+    rng = np.random.default_rng(seed)
+    rmse = m["history"]["train_rmse"]
+    t = np.linspace(0.0, 1.0, rmse.size)
+    Y_pred = m["Y_pred"].copy()
+    for k in range(Y_pred.shape[1]):
+        Y_pred[:, k] = rng.permutation(Y_pred[:, k])
+    return {
+        **m,
+        "history": {"train_rmse": rmse[0] + (rmse[-1] - rmse[0]) * t ** rng.uniform(0.3, 0.6)},
+        "Y_pred": Y_pred,
+        "weights": [-w[::-1] for w in m["weights"]],
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(ONE_OFF))
+def test_painter_draws_the_one_off_figures(tmp_path: Path, kind: str) -> None:
+    """A Painter's first figure, and a reused figure whose decorations are unchanged, have
+    the pixels of the one-off function's; every member's figure says what it should."""
+    painter = Painter()
+    first = _member(1)
+    members = [first, _same_decorations(first, 2), _member(3), _member(4)]
+    pixels: list[np.ndarray] = []
+    for i, m in enumerate(members):
+        arr = _rgb(_draw(kind, painter, m, tmp_path / f"{kind}{i}.png"))
+        if i < 2 or kind == "network":  # the network's axes are placed by hand: no layout
+            assert np.array_equal(arr, _rgb(_draw(kind, None, m, tmp_path / f"one{i}.png")))
+        if kind == "rmse":
+            assert arr.shape == (450, 700, 3) and _near(arr, TAB_BLUE, tol=10) > 100
+        elif kind == "predictions":
+            assert arr.shape == (740, 600, 3)
+            assert _near(arr, BLUE, tol=20) > 200 and _near(arr, RED_HALF, tol=20) > 200
+        else:
+            assert arr.shape == (420, 700, 3)
+            assert _near(arr, GREEN) > 300 and _near(arr, RED) > 300
+        assert not any(np.array_equal(arr, other) for other in pixels)  # each member its own
+        pixels.append(arr)
+
+
+@pytest.mark.parametrize("kind", sorted(ONE_OFF))
+def test_painter_leaves_nothing_of_a_member_behind(tmp_path: Path, kind: str) -> None:
+    """Member B drawn after member A (on A's figure) is B drawn alone."""
+    painter = Painter()
+    b = _member(5)
+    a = _same_decorations(b, 6)  # so that B after A keeps B's layout
+    alone = _rgb(_draw(kind, painter, b, tmp_path / "b.png"))
+    assert not np.array_equal(_rgb(_draw(kind, painter, a, tmp_path / "a.png")), alone)
+    assert np.array_equal(_rgb(_draw(kind, painter, b, tmp_path / "b_after_a.png")), alone)
+
+
+def _data(X: np.ndarray, Y: np.ndarray, Y_pred: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """The arguments of :meth:`PredictionsFigure.fill`, the same ``names`` for X and Y."""
+    return {"X": X, "Y": Y, "Y_pred": Y_pred, "fnames": names, "tnames": names}
+
+
+#: Per kind, a template for the tutorial's shapes, and members unlike the tutorial's that
+#: fill it first: log scale and markers, nothing finite, far larger values, NaN and inf.
+TEMPLATES: dict[str, tuple[Callable[[], Any], list[dict[str, Any]]]] = {
+    "rmse": (
+        lambda: RmseFigure(("train_rmse",)),
+        [
+            {"curves": {"train_rmse": np.geomspace(0.5, 1e-4, 20)}, "title": "log"},
+            {"curves": {"train_rmse": np.full(30, np.nan)}, "title": "nothing finite"},
+        ],
+    ),
+    "predictions": (
+        lambda: PredictionsFigure(2, 2),
+        [
+            _data(np.eye(2) * 1e3, -np.eye(2), np.full((2, 2), np.inf), ["a", "b"]),
+            _data(np.full((3, 2), np.nan), np.ones((3, 2)), np.ones((3, 2)), ["c", "d"]),
+        ],
+    ),
+    "network": (
+        lambda: NetworkFigure([2, 2, 2], True),
+        [
+            {"weights": [-TUTORIAL_V, np.full((3, 2), np.nan)], "title": "t", "subtitle": "s"},
+            {"weights": [TUTORIAL_V * np.inf, TUTORIAL_W], "title": "u", "subtitle": "v"},
+        ],
+    ),
+}
+
+
+def _fill_args(kind: str, m: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of the ``fill`` of a ``kind`` template for member ``m``."""
+    if kind == "rmse":
+        return {"curves": m["history"], "title": "RMSE across epochs"}
+    if kind == "predictions":
+        return _data(m["X"], m["Y"], m["Y_pred"], ["x1", "x2"])
+    return {"weights": m["weights"], "title": "Final network", "subtitle": "member"}
+
+
+@pytest.mark.parametrize("kind", sorted(TEMPLATES))
+def test_template_keeps_nothing_of_earlier_members(tmp_path: Path, kind: str) -> None:
+    """A template filled with member after member draws each as a new template does (the
+    axes placed alike: no layout engine)."""
+    build, odd = TEMPLATES[kind]
+    members = [_fill_args(kind, _member(10)), *odd, _fill_args(kind, _member(11))]
+    reused = build()
+    reused.fig.set_layout_engine(None)
+    for i, m in enumerate(members):
+        fresh = build()
+        fresh.fig.set_layout_engine(None)
+        for template, name in ((reused, "reused"), (fresh, "fresh")):
+            template.fill(**m)
+            template.fig.savefig(tmp_path / f"{name}{i}.png")
+        assert np.array_equal(
+            _rgb(tmp_path / f"reused{i}.png"), _rgb(tmp_path / f"fresh{i}.png")
+        ), i
+
+
+def test_painter_figures_of_other_shapes(tmp_path: Path) -> None:
+    """Members of other shapes get templates of their own (or one-off figures: confusion
+    matrix, heatmaps), the same pixels as the one-off functions; with room for only two
+    templates, the tutorial's are dropped and built again."""
+    painter = Painter(max_templates=2)
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-3, 3, (60, 1))
+    labels = np.eye(3)[rng.integers(0, 3, 90)]
+    history = {"train_rmse": np.geomspace(0.5, 0.01, 40), "val_accuracy": np.linspace(0.2, 0.9, 40)}
+    others: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+        ("rmse", (history,), {"title": "with accuracy"}),
+        ("predictions", (x, np.sin(x), np.tanh(x)), {}),
+        ("predictions", (labels[:, :2], labels, labels * 0.7), {"classification": True}),
+        ("network", (_random_weights([2, 3, 2, 1]),), {"subtitle": "deep"}),
+        ("network", (_random_weights([3, 200, 2]),), {}),  # heatmaps
+    ]
+    tutorial = _member(8)
+    first = {
+        kind: _rgb(_draw(kind, painter, tutorial, tmp_path / f"t{kind}.png")) for kind in ONE_OFF
+    }
+    for i, (kind, args, kw) in enumerate(others):
+        fast = getattr(painter, kind)(*args, tmp_path / f"fast{i}.png", **kw)
+        one_off = ONE_OFF[kind](*args, tmp_path / f"one{i}.png", **kw)
+        assert np.array_equal(_rgb(fast), _rgb(one_off)), (kind, kw)
+    for kind in ONE_OFF:
+        again = _rgb(_draw(kind, painter, tutorial, tmp_path / f"again{kind}.png"))
+        assert np.array_equal(again, first[kind]), kind
+
+
+def test_painter_lays_out_again_when_the_texts_do_not_fit(tmp_path: Path) -> None:
+    """A member whose tick labels need more room than the figure's layout gives them is
+    laid out again (its one-off figure); no text is cut at the figure's edges after it."""
+    painter = Painter()
+    narrow = {"train_rmse": np.linspace(0.4, 0.05, 300)}  # ticks 0.1 .. 0.4
+    wide = {"train_rmse": np.linspace(0.0095, 0.0012, 300)}  # ticks 0.002 .. 0.008
+    painter.rmse(narrow, tmp_path / "narrow.png")
+    arr = _rgb(painter.rmse(wide, tmp_path / "wide.png"))
+    assert np.array_equal(arr, _rgb(plot_rmse(wide, tmp_path / "wide_one_off.png")))
+    for path in (painter.rmse(narrow, tmp_path / "narrow2.png"), tmp_path / "wide.png"):
+        arr = _rgb(path)
+        assert (arr[:, :2] == 255).all() and (arr[:, -2:] == 255).all()  # nothing cut
+
+
 # ---------------------------------------------------------------- dpi and imports
 
 #: Every still figure, drawn at a given dpi.
@@ -428,6 +625,9 @@ STILL_FIGURES: dict[str, Callable[[Path, float], Path]] = {
         summary_rows(_children(3), ["optimizer.lr"]), ["optimizer.lr"], p, dpi=dpi
     ),
     "objective": lambda p, dpi: plot_objective([0.3, 0.2], p, dpi=dpi),
+    "painter_rmse": lambda p, dpi: _draw("rmse", Painter(), _member(9), p, dpi=dpi),
+    "painter_predictions": lambda p, dpi: _draw("predictions", Painter(), _member(9), p, dpi=dpi),
+    "painter_network": lambda p, dpi: _draw("network", Painter(), _member(9), p, dpi=dpi),
 }
 
 

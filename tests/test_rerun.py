@@ -31,13 +31,12 @@ def rerun_module() -> Iterator[ModuleType]:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A small sequential sweep (2 jobs) in a fresh store: its store and its children."""
+    """A small sweep (2 jobs, one population) in a fresh store: its store and its children."""
     tmp = tmp_path_factory.mktemp("rerun-source")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     proc = run_cli(
         "--multirun",
         "+sweep=smoke",
-        "hydra/launcher=basic",
         "model.hidden=[2]",
         f"tracking.uri={uri}",
         "tracking.experiment=rerun-test",
@@ -132,9 +131,29 @@ def test_a_changed_config_differs(
     out = capsys.readouterr().out
     assert code == 1
     assert "DIFFER" in out and "MATCH" not in out
+    # it says why: the config key, the weights, the first epoch where the history departs
+    assert f"config optimizer.lr: {child.data.params['optimizer.lr']} → 0.123" in out
+    assert "W0: max |Δw| = " in out and "W1: max |Δw| = " in out
+    assert "train_rmse departs at epoch 2 " in out  # epoch 1 is measured before any update
     runs = new_runs(source["client"], child.info.run_id)
     changed = [r for r in runs if r.data.params["optimizer.lr"] == "0.123"]
     assert len(changed) == 1 and changed[0].info.status == "FINISHED"
+
+
+def test_the_run_is_found_in_the_store_the_overrides_name(
+    source: dict[str, Any],
+    rerun_module: ModuleType,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No --source-uri: the store named by tracking.uri is searched as well as the default
+    (which this test suite points at a missing folder)."""
+    child = source["children"][0]
+    argv = [child.info.run_id, f"tracking.uri={source['uri']}", "--out", str(tmp_path / "out")]
+    code = rerun_module.main(argv)
+    out = capsys.readouterr().out
+    assert code == 0 and f"MATCH: weights sha256 {child.data.tags['weights_sha256']}" in out, out
+    assert f"from {source['uri']}" in out
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ def _sweep_args(
         "pipelines/run.py",
         "-m",
         "+sweep=base",
+        "hydra/launcher=joblib",
         f"hydra.launcher.n_jobs={workers}",
         f"seed={','.join(map(str, seeds))}",
         f"model.hidden={','.join(HIDDEN)}",

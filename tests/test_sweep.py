@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
+import reference
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
@@ -20,6 +27,7 @@ from conftest import run_cli
 from mlplab.pipeline import run
 from mlplab.sweep import child_name_template, hydra_override
 from mlplab.tracking import NullSink
+from mlplab.weights import load_weights
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -27,11 +35,13 @@ EXPERIMENT = "sweep-test"
 SMOKE_JOBS = 6  # conf/sweep/smoke.yaml: model.hidden [2],[4],[8] × optimizer sgd,adam
 
 
-def sweep(tmp: Path, *args: str, launcher_jobs: int | None = 2) -> tuple[Any, str]:
-    """Run ``pipelines/run.py --multirun`` into a fresh store under ``tmp``."""
+def sweep(tmp: Path, *args: str, launcher: str = "population") -> tuple[Any, str]:
+    """Run ``pipelines/run.py --multirun`` into a fresh store under ``tmp`` (joblib: 2 workers)."""
     tmp.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    extra = [f"hydra.launcher.n_jobs={launcher_jobs}"] if launcher_jobs else []
+    extra = [f"hydra/launcher={launcher}"]
+    if launcher == "joblib":
+        extra.append("hydra.launcher.n_jobs=2")
     proc = run_cli(
         "--multirun",
         *args,
@@ -113,18 +123,21 @@ def check_finished_sweep(proc: Any, uri: str, jobs: int, tmp: Path) -> dict[str,
 
 @pytest.fixture(scope="module")
 def three_sweeps(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Any, str, Path]]:
-    """The same parallel sweep three times, each into a fresh store."""
+    """The same sweep three times, each into a fresh store: as populations (make sweep's
+    default), then twice in parallel joblib workers (which race on a fresh SQLite store)."""
     out = []
-    for attempt in range(3):
+    for attempt, launcher in enumerate(("population", "joblib", "joblib")):
         tmp = tmp_path_factory.mktemp(f"fresh{attempt}")
         # the pyfunc model is logged in the first attempt only (tests/test_model.py checks
         # it): it costs each worker process seconds of package scanning
-        proc, uri = sweep(tmp, "+sweep=smoke", f"tracking.log_model={attempt == 0}")
+        proc, uri = sweep(
+            tmp, "+sweep=smoke", f"tracking.log_model={attempt == 0}", launcher=launcher
+        )
         out.append((proc, uri, tmp))
     return out
 
 
-def test_parallel_sweep_into_fresh_store_three_times(
+def test_sweep_into_fresh_stores_same_weights_whatever_the_launcher(
     three_sweeps: list[tuple[Any, str, Path]],
 ) -> None:
     shas = [check_finished_sweep(proc, uri, SMOKE_JOBS, tmp) for proc, uri, tmp in three_sweeps]
@@ -147,9 +160,8 @@ def test_same_weights_alone_sequential_and_parallel(
     seq_proc, seq_uri = sweep(
         tmp_path / "seq",
         "+sweep=smoke",
-        "hydra/launcher=basic",
         "model.hidden=[4]",
-        launcher_jobs=None,
+        launcher="basic",
     )
     assert seq_proc.returncode == 0, seq_proc.stderr[-3000:]
     _, seq_parent, sequential, _ = runs_of(seq_uri)
@@ -218,3 +230,42 @@ def test_overrides_handed_to_jobs_survive_hydra_parsing() -> None:
         "hidden=${oc.select:model.hidden,?} optimizer=${hydra:runtime.choices.optimizer} "
         "plot.enabled=${oc.select:plot.enabled,?} trace.enabled=${oc.select:trace.enabled,?}"
     )
+
+
+@pytest.mark.parametrize("attempt", [0, 1], ids=["model-logged", "model-built-at-the-end"])
+def test_the_best_child_is_registered_and_served(
+    three_sweeps: list[tuple[Any, str, Path]], attempt: int, tmp_path: Path
+) -> None:
+    """`models:/<experiment>@best` is the best child's model, and `mlflow models predict`
+    returns its network's outputs (attempt 0 logged every child's model; attempt 1 logged
+    none, so the sweep built the best one from its record at the end)."""
+    _, uri, _ = three_sweeps[attempt]
+    client, parent, _, _ = runs_of(uri)
+    best = parent.data.tags["best_run_id"]
+    version = client.get_model_version_by_alias(EXPERIMENT, "best")
+    assert version.run_id == best
+    test = Path(client.download_artifacts(best, "data/test.csv", str(tmp_path)))
+    weights = load_weights(client.download_artifacts(best, "weights/final.npz", str(tmp_path)))
+    frame = pd.read_csv(test)
+    X = frame[["x1", "x2"]].to_numpy(np.float64)
+    params = client.get_run(best).data.params
+    expected = reference.forward(
+        weights, X, params["model.activation"], params["model.output_activation"]
+    )
+    inputs = tmp_path / "input.csv"
+    frame[["x1", "x2"]].to_csv(inputs, index=False)
+    proc = subprocess.run(
+        [
+            *(str(Path(sys.executable).with_name("mlflow")), "models", "predict"),
+            *("-m", f"models:/{EXPERIMENT}@best", "-i", str(inputs), "-t", "csv"),
+            *("-o", str(tmp_path / "out.json"), "--env-manager", "local"),
+        ],
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    predicted = pd.DataFrame(json.loads((tmp_path / "out.json").read_text())["predictions"])
+    assert list(predicted.columns) == ["y1", "y2"]
+    np.testing.assert_allclose(predicted.to_numpy(), expected, rtol=0, atol=1e-12)

@@ -323,9 +323,26 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
     return done
 
 
-def test_at_least_25_bad_inputs() -> None:
-    assert len(CASES) >= 25
-    assert len({c.id for c in CASES}) == len(CASES)
+#: SPEC §8's list of bad values, each with the cases above that try it.
+SPEC_BAD_INPUTS = {
+    "unknown group option": ["unknown-group-option", "unknown-optimizer-group"],
+    "negative width": ["negative-width"],
+    "lr <= 0": ["lr-zero", "lr-negative"],
+    "missing CSV file": ["csv-missing-file"],
+    "non-numeric column": ["csv-non-numeric"],
+    "NaNs in data": ["csv-nan", "csv-nan-literal"],
+    "unreachable tracking server": ["tracking-dead-port"],
+}
+
+
+def test_every_bad_input_the_spec_names_is_refused(results: dict[str, Result]) -> None:
+    """Each kind of bad value SPEC §8 lists ran (one result per case: no id is shared) and
+    ended with exit status 2 and no traceback."""
+    assert len(results) == len(CASES)
+    for what, ids in SPEC_BAD_INPUTS.items():
+        for case_id in ids:
+            r = results[case_id]
+            assert r.returncode == 2 and "Traceback" not in r.stderr, (what, case_id)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

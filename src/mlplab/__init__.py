@@ -6,6 +6,9 @@ from importlib.metadata import PackageNotFoundError, version
 # MLflow's usage telemetry cannot reach its host here and, while it gives up, its thread
 # edits os.environ under other threads' feet (seen as KeyError in sweep jobs): keep it off.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow 3 copies a uv.lock found in the working directory into every model it saves
+# (1.1 MB each, two INFO lines): the model's requirements are listed explicitly instead.
+os.environ.setdefault("MLFLOW_UV_AUTO_DETECT", "false")
 
 try:
     __version__ = version("mlplab")

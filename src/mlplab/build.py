@@ -115,8 +115,9 @@ def stack_key(
 ) -> tuple[Any, ...]:
     """Runs whose networks stack into one population have equal keys.
 
-    Same layer sizes, activations, loss, dtype, batch size, task and data shape, and the
-    same update rule (the code path of the optimiser; its hyperparameters may differ).
+    Same layer sizes, activations, loss, dtype, batch size, BLAS threads, task and data
+    shape, and the same update rule (the code path of the optimiser; its hyperparameters
+    may differ).
     """
     m, t = cfg.model, cfg.train
     return (
@@ -127,6 +128,7 @@ def stack_key(
         str(t.loss),
         str(t.dtype),
         t.batch_size,
+        t.blas_threads,
         str(cfg.data.task),
         n_train,
         n_val,

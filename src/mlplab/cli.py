@@ -92,6 +92,11 @@ def finish_main(main: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         say_error("interrupted")
         return 130
+    except ValueError as exc:  # Hydra's own refusal of its flags, raised before any job
+        if not str(exc).startswith("Only one of --run, --multirun"):
+            raise
+        say_error(str(exc))
+        return 2
     return 0
 
 

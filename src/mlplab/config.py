@@ -12,9 +12,11 @@ ranges and combinations before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import math
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -123,6 +125,9 @@ class TrainConfig:
     gradcheck: bool = False
     gradcheck_threshold: float = 1e-5
     progress: bool = True
+    #: BLAS threads while a run computes: pinned, so that its weights do not depend on how
+    #: many threads the process happens to have (a sweep worker has one, a laptop sixteen)
+    blas_threads: int = 2
 
 
 @dataclass
@@ -139,6 +144,10 @@ class TrackingConfig:
     log_model: bool = True
     data_max_rows: int = 10000
     background: bool = True
+    #: a sweep's best child: its model registered under the experiment's name, alias ``best``
+    register_best: bool = False
+    #: at most this many points per metric history in MLflow (the whole history is an artifact)
+    max_points: int = 10000
 
 
 @dataclass
@@ -182,9 +191,46 @@ def hydra_job_context() -> tuple[list[str], Path, bool]:
     return overrides, Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
 
 
+#: The longest job folder name kept as it is (file systems refuse names over 255 bytes).
+MAX_JOB_DIR = 120
+
+
+def job_dir(num: int, override_dirname: str) -> str:
+    """A sweep job's folder: ``<num>-<its overrides>``, or, when that is too long, the start
+    of the overrides and a hash of all of them (the run name and ``overrides.yaml`` keep
+    them whole)."""
+    name = f"{num}-{override_dirname}" if override_dirname else str(num)
+    if len(name.encode()) <= MAX_JOB_DIR:
+        return name
+    digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:12]
+    return f"{num}-{override_dirname.encode()[:80].decode(errors='ignore')}-{digest}"
+
+
 def register_configs() -> None:
-    """Register the schema with Hydra's ConfigStore as ``config_schema``."""
+    """Register the schema with Hydra's ConfigStore as ``config_schema``, and the resolver
+    ``mlplab.job_dir`` that names a sweep's job folders (conf/sweep/base.yaml)."""
     ConfigStore.instance().store(name="config_schema", node=Config)
+    OmegaConf.register_new_resolver("mlplab.job_dir", job_dir, replace=True)
+
+
+@functools.cache
+def _schema() -> DictConfig:
+    """The schema as an empty structured config, made once (20 ms): merges copy it."""
+    return OmegaConf.structured(Config)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every choice (a StrEnum) as its text, for YAML."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value.value if isinstance(value, StrEnum) else value
+
+
+def config_yaml(cfg: Config) -> str:
+    """The YAML of ``cfg`` that :func:`recorded_config` reads back (a run's config.yaml)."""
+    return OmegaConf.to_yaml(_plain(dataclasses.asdict(cfg)))
 
 
 def to_config(cfg: Any) -> Config:
@@ -198,11 +244,29 @@ def to_config(cfg: Any) -> Config:
             container = dict(cfg)
         assert isinstance(container, dict)
         container.pop("hydra", None)
-        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), container))
+        obj = OmegaConf.to_object(OmegaConf.merge(_schema(), container))
     except OmegaConfBaseException as exc:  # e.g. +model.depth=3 passes Hydra, not the schema
         raise schema_error(exc) from None
     assert isinstance(obj, Config)
     return obj
+
+
+def recorded_config(text: str, dotlist: Sequence[str] = ()) -> Config:
+    """A run's recorded ``config.yaml`` merged into the schema, ``key=value`` items on top."""
+    try:
+        merged = OmegaConf.merge(
+            _schema(),
+            OmegaConf.create(text),
+            OmegaConf.from_dotlist(list(dotlist)),
+        )
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        msg = str(exc).strip().splitlines()[0]
+        raise UserError(
+            f"the recorded config with {' '.join(dotlist) or 'no overrides'} is not valid: {msg}"
+        ) from None
+    assert isinstance(cfg, Config)
+    return cfg
 
 
 def schema_error(exc: Exception) -> UserError:
@@ -313,6 +377,7 @@ def _validate_train(cfg: Config) -> None:
                 "train.patience", t.patience, "null unless data.val_fraction > 0 (early stopping)"
             )
     _positive("train.gradcheck_threshold", t.gradcheck_threshold)
+    _at_least("train.blas_threads", t.blas_threads, 1)
     if (m.output_activation == "softmax") != (t.loss == "cross_entropy"):
         raise ConfigError(
             "train.loss",
@@ -332,6 +397,7 @@ def _validate_output(cfg: Config) -> None:
     if not tr.experiment:
         raise ConfigError("tracking.experiment", tr.experiment, "a non-empty name")
     _at_least("tracking.data_max_rows", tr.data_max_rows, 0, " (0 = never)")
+    _at_least("tracking.max_points", tr.max_points, 2)
     _at_least("plot.dpi", cfg.plot.dpi, 1)
     _at_least("plot.frames", cfg.plot.frames, 2)
     _at_least("trace.max_rows", cfg.trace.max_rows, 1)
@@ -349,6 +415,14 @@ def validate(cfg: Config) -> None:
 
 #: Keys a sweep or a study sets on its jobs: never part of a run's name or a job's label.
 INJECTED_PREFIXES = ("tracking.", "hydra.")
+#: What a sweep hands its jobs through the environment (Hydra's ``hydra.job.env_set``), so
+#: that Hydra's job lines show the user's own overrides only.
+SWEEP_ENV = {
+    "tracking.uri": "MLPLAB_TRACKING_URI",
+    "tracking.experiment": "MLPLAB_TRACKING_EXPERIMENT",
+    "tracking.parent_run_id": "MLPLAB_PARENT_RUN_ID",
+    "tracking.run_name": "MLPLAB_RUN_NAME",
+}
 
 
 def override_key(item: str) -> str:

@@ -11,20 +11,37 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import hashlib
 import json
 import logging
+import multiprocessing
+import os
+import signal
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import mlplab
-from mlplab import build, plots
-from mlplab.config import Config, override_key, to_config, user_overrides, validate
+from mlplab import build, environment, plots
+from mlplab.config import (
+    SWEEP_ENV,
+    Config,
+    config_yaml,
+    to_config,
+    user_overrides,
+    validate,
+)
 from mlplab.data import Dataset, generate
 from mlplab.metrics import evaluate_split
 from mlplab.nn import MLP, Progress, TrainData, TrainResult, fit
@@ -32,13 +49,26 @@ from mlplab.nn.gradcheck import gradient_check
 from mlplab.nn.trainer import Monitor
 from mlplab.project import git_commit, resolve_path
 from mlplab.trace import build_trace, write_trace
-from mlplab.tracking import ModelRequest, Recorder, RunSpec, Sink, flatten, make_sink, tracked_run
+from mlplab.tracking import (
+    DataSplit,
+    ModelRequest,
+    Recorder,
+    RunSpec,
+    Sink,
+    flatten,
+    make_sink,
+    tracked_run,
+)
 from mlplab.tracking.fallback import FOLDER_NAME
 from mlplab.tracking.uris import configure_http, resolve_uri
 from mlplab.weights import save_weights, weights_sha256
 
 Array = np.ndarray
 log = logging.getLogger("mlplab")
+#: The tag holding a run's own overrides (a sweep's report reads them from it).
+OVERRIDES_TAG = "mlplab.overrides"
+#: Processes drawing a population's figures (two cores here: this process records meanwhile).
+FIGURE_WORKERS = 2
 
 
 @dataclass
@@ -110,8 +140,22 @@ class RunOutcome:
 
 # -- the typed config -----------------------------------------------------------------------
 def configure(cfg: DictConfig | Config) -> Config:
-    """Typed config with the tracking URI and data paths made absolute, HTTP limits applied."""
+    """Typed config with the tracking URI and data paths made absolute, HTTP limits applied.
+
+    A sweep's job takes its tracking store, experiment, parent run and run name from the
+    environment its sweep set (:data:`mlplab.config.SWEEP_ENV`); a run name the user gave
+    wins.
+    """
+    if isinstance(cfg, DictConfig):
+        with read_write(cfg), open_dict(cfg):
+            for key, var in SWEEP_ENV.items():
+                if var in os.environ and not (key == "tracking.run_name" and cfg.tracking.run_name):
+                    OmegaConf.update(cfg, key, os.environ[var], merge=False)
     typed = to_config(cfg)
+    if HydraConfig.initialized():  # name the run after the experiment chosen
+        typed.tracking.run_name = run_name(
+            typed, HydraConfig.get().runtime.choices.get("experiment")
+        )
     typed.tracking.uri = resolve_uri(typed.tracking.uri)
     typed.data.path = resolve_path(typed.data.path)
     typed.model.init_file = resolve_path(typed.model.init_file)
@@ -128,35 +172,53 @@ def make_rngs(seed: int) -> dict[str, np.random.Generator]:
     return {"data": data, "init": init, "shuffle": shuffle}
 
 
+def blas_threads(cfg: Config) -> threadpool_limits:
+    """BLAS pinned to ``train.blas_threads`` threads: a product's rounding depends on how
+    BLAS splits it, so a run's numbers do not depend on the process's own thread count."""
+    return threadpool_limits(limits=cfg.train.blas_threads, user_api="blas")
+
+
 def prepare(cfg: Config, out_dir: Path, overrides: Sequence[str] = ()) -> Job:
     """Validate the config, make the data, draw the initial weights (no store touched)."""
     validate(cfg)
     rngs = make_rngs(cfg.seed)
-    data = generate(cfg.data, rngs["data"], cfg.train.dtype)
+    with blas_threads(cfg):  # a generator's products (the regression teacher) too
+        data = generate(cfg.data, rngs["data"], cfg.train.dtype)
     sizes = build.layer_sizes(cfg, data.n_features, data.n_outputs)
     initial = build.initial_weights(cfg, sizes, rngs["init"])
     return Job(cfg, Path(out_dir), list(overrides), data, sizes, initial, rngs["shuffle"])
 
 
-def run_name(cfg: Config, overrides: Sequence[str]) -> str | None:
-    """The run's name: ``tracking.run_name``, else its overrides as last key=value."""
-    parts = [
-        f"{override_key(o).split('.')[-1]}={o.partition('=')[2]}" for o in user_overrides(overrides)
-    ]
-    return cfg.tracking.run_name or " ".join(parts) or None
+def run_name(cfg: Config, experiment: str | None = None) -> str:
+    """The run's name: ``tracking.run_name``, else the experiment and its key choices, as
+    ``tutorial · sgd lr=0.5 · [2]`` (never MLflow's random name)."""
+    o = cfg.optimizer
+    default = f"{experiment or cfg.data.name} · {o.name} lr={o.lr:g} · {list(cfg.model.hidden)}"
+    return cfg.tracking.run_name or default
+
+
+@functools.cache
+def environment_record() -> dict[str, Any]:
+    """This process's environment (``environment.json``), read once per process."""
+    return environment.record()
 
 
 def run_spec(job: Job, extra_tags: dict[str, str] | None = None) -> RunSpec:
-    """What the run is opened with: the flattened config, the tags, the name."""
+    """What the run is opened with: the flattened config, the tags (the environment's key
+    facts and MLflow's source tags among them), the name."""
     t = job.cfg.tracking
+    tags = {
+        "mlplab_version": mlplab.__version__,
+        "git_commit": git_commit(),
+        OVERRIDES_TAG: json.dumps(user_overrides(job.overrides)),
+        **environment.tags(environment_record()),
+        **environment.source_tags(sys.argv[0] or "pipelines/run.py"),
+        **(extra_tags or {}),
+    }
     return RunSpec(
         params=flatten(asdict(job.cfg)),
-        tags={
-            "mlplab_version": mlplab.__version__,
-            "git_commit": git_commit(),
-            **(extra_tags or {}),
-        },
-        name=run_name(job.cfg, job.overrides),
+        tags=tags,
+        name=run_name(job.cfg),
         uri=resolve_uri(t.uri),
         experiment=t.experiment,
         parent_run_id=t.parent_run_id,
@@ -168,7 +230,7 @@ def record_refusal(cfg: Config, overrides: Sequence[str], reason: str) -> None:
     """A sweep job refused by validation still shows in the sweep, as a FAILED child."""
     if not (cfg.tracking.enabled and cfg.tracking.parent_run_id):
         return
-    spec = RunSpec(flatten(asdict(cfg)), {}, run_name(cfg, overrides))
+    spec = RunSpec(flatten(asdict(cfg)), {}, run_name(cfg))
     try:
         with tracked_run(make_sink(cfg.tracking), spec) as rec:
             rec.end_as("FAILED", reason)
@@ -189,13 +251,15 @@ def first_batch(
 
 
 def write_inputs(job: Job) -> None:
-    """``config.yaml``, ``overrides.yaml``, ``weights/initial.npz`` and the trace."""
+    """``config.yaml``, ``overrides.yaml``, ``weights/initial.npz``, ``environment.json`` and
+    the trace."""
     out, cfg = job.out_dir, job.cfg
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    (out / "config.yaml").write_text(config_yaml(cfg))
     lines = "".join(f"- {json.dumps(o)}\n" for o in job.overrides)
     (out / "overrides.yaml").write_text(lines or "[]\n")
     save_weights(out / "weights" / "initial.npz", job.initial)
+    (out / "environment.json").write_text(json.dumps(environment_record(), indent=1))
     if cfg.trace.enabled:
         X, T = first_batch(cfg, job.data, job.shuffle_rng)
         write_trace(build_trace(cfg, job.initial, X, T), out / "trace", cfg.trace.max_rows)
@@ -208,6 +272,23 @@ def gradient_error(job: Job, n_samples: int = 5) -> float:
     k = min(n_samples, job.data.X_train.shape[0])
     X, Y = job.data.X_train[:k], job.data.Y_train[:k]
     return gradient_check(net, X, Y, job.cfg.train.loss, job.cfg.train.reduction)
+
+
+def data_splits(job: Job) -> list[DataSplit]:
+    """The run's splits as dataset inputs: the data config's name, a digest of the arrays,
+    the CSV file as source (a generator's name and seed otherwise), the context."""
+    d, data = job.cfg.data, job.data
+    splits = []
+    for context, X, Y in (
+        ("training", data.X_train, data.Y_train),
+        ("validation", data.X_val, data.Y_val),
+        ("testing", data.X_test, data.Y_test),
+    ):
+        if X.shape[0]:
+            digest = hashlib.sha256(X.tobytes() + Y.tobytes()).hexdigest()[:8]
+            generator = {} if d.path else {"generator": str(d.name), "seed": str(job.cfg.seed)}
+            splits.append(DataSplit(str(d.name), context, digest, X, Y, d.path, generator))
+    return splits
 
 
 def check_gradients(job: Job, rec: Recorder) -> dict[str, float]:
@@ -268,6 +349,70 @@ def progress_bar(cfg: Config, show: bool | None = None) -> Iterator[Monitor | No
         bar.close()
 
 
+def history_stride(planned: int, max_points: int) -> int:
+    """The epochs between logged points: 1 while a run of ``planned`` epochs fits in
+    ``max_points``, else the even stride that leaves room for the last epoch."""
+    if planned <= max_points:
+        return 1
+    return -(-(planned - 1) // max(max_points - 2, 1))  # ceil: grid 1, 1+s, ... ≤ max_points-1
+
+
+def logged_steps(planned: int, ran: int, max_points: int) -> np.ndarray:
+    """The epochs of a history that go to MLflow: every epoch of a run no longer than
+    ``max_points``, else an even stride that keeps the first and the last epoch."""
+    if ran <= max_points:
+        return np.arange(1, ran + 1)
+    grid = np.arange(1, ran + 1, history_stride(planned, max_points))
+    return grid if grid[-1] == ran else np.append(grid, ran)
+
+
+class LiveHistory:
+    """Each run's history in MLflow while it trains, about once a second (through the run's
+    sink: the helper writes it while training goes on), at most ``tracking.max_points``
+    points per metric; :meth:`finish` sends the rest."""
+
+    def __init__(self, jobs: Sequence[Job], recs: Sequence[Recorder], every: float = 1.0) -> None:
+        self.recs, self.every, self.last = list(recs), every, time.monotonic()
+        self.stride = [history_stride(j.cfg.train.epochs, j.cfg.tracking.max_points) for j in jobs]
+        self.max_points = [j.cfg.tracking.max_points for j in jobs]
+        self.sent = [0] * len(jobs)  # epochs already covered, per member
+
+    def __call__(self, progress: Progress) -> None:
+        if time.monotonic() - self.last < self.every:
+            return
+        self.last = time.monotonic()
+        for member in progress.active:
+            upto = int(progress.history.length[member])
+            steps = np.arange(self.sent[member] + 1, upto + 1)
+            steps = steps[(steps - 1) % self.stride[member] == 0]
+            if steps.size:
+                rows = {k: table[steps - 1, member] for k, table in progress.history.data.items()}
+                self.recs[member].log_history(rows, steps.tolist())
+            self.sent[member] = upto
+
+    def finish(self, member: int, result: TrainResult, planned: int) -> None:
+        """The points not sent yet, once the member has stopped."""
+        steps = logged_steps(planned, result.epochs_run, self.max_points[member])
+        live = steps <= self.sent[member]
+        if self.stride[member] > 1 and result.epochs_run <= self.max_points[member]:
+            live &= (steps - 1) % self.stride[member] == 0  # a short run gets every epoch
+        steps = steps[~live]
+        if steps.size:
+            rows = {k: v[steps - 1] for k, v in result.history.items()}
+            self.recs[member].log_history(rows, steps.tolist())
+
+
+def monitors(*calls: Monitor | None) -> Monitor:
+    """One training monitor calling each of ``calls``."""
+
+    def monitor(progress: Progress) -> None:
+        for call in calls:
+            if call is not None:
+                call(progress)
+
+    return monitor
+
+
 # -- evaluate, plot --------------------------------------------------------------------------
 def evaluate(net: MLP, data: Dataset) -> dict[str, float]:
     """Metrics of the final weights: ``test_*``, ``final_train_*`` and ``final_val_*``."""
@@ -290,54 +435,65 @@ def animation_frames(snapshots: dict[int, list[Array]], frames: int) -> dict[int
     return {epochs[int(i)]: snapshots[epochs[int(i)]] for i in idx}
 
 
-def plot(job: Job, net: MLP, result: TrainResult) -> list[Path]:
-    """The figures: RMSE curve, predictions, network (and boundary, animations)."""
+def network_subtitle(epochs_run: int, metrics: dict[str, float]) -> str:
+    """The network figure's subtitle: the train RMSE of the final weights, the number the
+    run's summary prints (the last epoch's running RMSE is taken during its updates)."""
+    return f"{epochs_run} epochs, train RMSE {metrics['final_train_rmse']:.6f} (final weights)"
+
+
+def plot(
+    job: Job, net: MLP, result: TrainResult, metrics: dict[str, float], painter: Any
+) -> list[Path]:
+    """The figures: RMSE curve, predictions, network (and boundary, animations).
+
+    ``painter`` (a :class:`mlplab.plots.Painter`) draws the still figures, reusing its
+    figures from one member of a population to the next.
+    """
     cfg, data, pdir = job.cfg, job.data, job.out_dir / "plots"
     dpi = cfg.plot.dpi
     classification = data.task == "classification"
     X = np.concatenate([data.X_train, data.X_test])
     Y = np.concatenate([data.Y_train, data.Y_test])
-    subtitle = (
-        f"{result.epochs_run} epochs, final train RMSE {result.history['train_rmse'][-1]:.4f}"
-    )
+    subtitle = network_subtitle(result.epochs_run, metrics)
+    names = data.feature_names, data.target_names
     paths = [
-        plots.plot_rmse(result.history, pdir / "rmse.png", dpi=dpi),
-        plots.plot_predictions(
-            X,
-            Y,
-            net.predict(X),
-            pdir / "predictions.png",
-            data.feature_names,
-            data.target_names,
-            classification,
-            dpi=dpi,
+        painter.rmse(result.history, pdir / "rmse.png", dpi=dpi),
+        painter.predictions(
+            X, Y, net.predict(X), pdir / "predictions.png", *names, classification, dpi=dpi
         ),
-        plots.plot_network(result.weights, pdir / "network.png", subtitle=subtitle, dpi=dpi),
+        painter.network(result.weights, pdir / "network.png", subtitle=subtitle, dpi=dpi),
     ]
     two_d = classification and data.n_features == 2
     if two_d:
-        paths.append(
-            plots.plot_decision_boundary(net.predict, X, Y, pdir / "decision_boundary.png", dpi=dpi)
-        )
+        boundary = pdir / "decision_boundary.png"
+        paths.append(plots.plot_decision_boundary(net.predict, X, Y, boundary, dpi=dpi))
+    if cfg.plot.animate:
+        paths += animate(job, net, result, X, Y, two_d)
+    return paths
+
+
+def animate(job: Job, net: MLP, result: TrainResult, X: Array, Y: Array, two_d: bool) -> list[Path]:
+    """The animations: the network as it learns (and the decision boundary, in 2-D)."""
+    cfg, pdir = job.cfg, job.out_dir / "plots"
     snapshots = dict(result.snapshots)
     if snapshots and result.epochs_run > 0:
         snapshots.setdefault(result.epochs_run, result.weights)
     frames = animation_frames(snapshots, cfg.plot.frames)
-    if cfg.plot.animate and len(frames) >= 2:
-        rmse = result.history["train_rmse"]
-        paths.append(plots.animate_network(frames, rmse, pdir / "network.gif", dpi=dpi))
-        if two_d:
-            probe = net.like(dtype="float64")
+    if len(frames) < 2:
+        return []
+    rmse = result.history["train_rmse"]
+    paths = [plots.animate_network(frames, rmse, pdir / "network.gif", dpi=cfg.plot.dpi)]
+    if two_d:
+        probe = net.like(dtype="float64")
 
-            def predict_with(weights: list[Array], Xq: Array) -> Array:
-                probe.set_weights(weights)
-                return probe.predict(Xq)
+        def predict_with(weights: list[Array], Xq: Array) -> Array:
+            probe.set_weights(weights)
+            return probe.predict(Xq)
 
-            paths.append(
-                plots.animate_decision_boundary(
-                    frames, predict_with, X, Y, pdir / "decision_boundary.gif", dpi=dpi
-                )
-            )
+        gif = pdir / "decision_boundary.gif"
+        paths.append(
+            plots.animate_decision_boundary(frames, predict_with, X, Y, gif, dpi=cfg.plot.dpi)
+        )
     return paths
 
 
@@ -364,7 +520,7 @@ def write_data_csv(data: Dataset, out_dir: Path, max_rows: int) -> list[Path]:
     return paths
 
 
-def model_request(job: Job, net: MLP) -> ModelRequest:
+def model_request(job: Job, net: MLP, weights_file: Path | None = None) -> ModelRequest:
     """What the store needs to build the MLflow model: weights, network, an input example."""
     data = job.data
     raw = data.X_train[:5].astype(np.float64)
@@ -373,18 +529,32 @@ def model_request(job: Job, net: MLP) -> ModelRequest:
     spec = build.network_spec(
         job.cfg, job.sizes, data.feature_names, data.target_names, data.scaling
     )
-    return ModelRequest(
-        job.out_dir / "weights" / "final.npz", spec, raw, net.predict(data.X_train[:5])
-    )
+    weights = weights_file or job.out_dir / "weights" / "final.npz"
+    return ModelRequest(weights, spec, raw, net.predict(data.X_train[:5]))
 
 
-def record(job: Job, result: TrainResult, rec: Recorder, metrics: dict[str, float]) -> RunOutcome:
-    """Evaluate, plot and hand everything to the run; the run's status follows the result."""
+def save_history(history: dict[str, Array], out_dir: Path) -> None:
+    """The whole history, every epoch, as ``history/<metric>.npy``."""
+    (out_dir / "history").mkdir(parents=True, exist_ok=True)
+    for key, values in history.items():
+        np.save(out_dir / "history" / f"{key}.npy", values)
+
+
+Drawer = Callable[[Job, TrainResult, dict[str, float]], "Future[list[Path]]"]
+
+
+def record(
+    job: Job, result: TrainResult, rec: Recorder, metrics: dict[str, float], draw: Drawer
+) -> tuple[RunOutcome, Future[list[Path]] | None]:
+    """Evaluate, hand everything to the run, start the figures; the run's status follows the
+    result. The figures (``draw``, maybe in another process) go to the run with its other
+    files in :func:`finish`."""
     cfg, out = job.cfg, job.out_dir
-    rec.log_history(result.history)
+    save_history(result.history, out)
     save_weights(out / "weights" / "final.npz", result.weights)
     sha = weights_sha256(result.weights)
     metrics = {**metrics, "epochs_run": float(result.epochs_run), "train_seconds": result.seconds}
+    figures = None
     if result.failure is None and not result.interrupted:
         net = build.network(cfg, job.sizes)
         net.set_weights(result.weights)
@@ -393,15 +563,84 @@ def record(job: Job, result: TrainResult, rec: Recorder, metrics: dict[str, floa
             rec.log_model(model_request(job, net))
         write_data_csv(job.data, out, cfg.tracking.data_max_rows)
         if cfg.plot.enabled:
-            plot(job, net, result)
+            figures = draw(job, result, metrics)
     rec.log_metrics(metrics)
     rec.set_tags({"weights_sha256": sha, "stop_reason": result.stop_reason})
-    rec.log_artifacts(out)
     if result.interrupted:
         rec.end_as("KILLED", f"interrupted at epoch {result.epochs_run + 1}")
     elif result.failure is not None:
         rec.end_as("FAILED", result.failure)
-    return RunOutcome(rec, metrics, result.epochs_run, sha, out)
+    return RunOutcome(rec, metrics, result.epochs_run, sha, out), figures
+
+
+def finish(outcome: RunOutcome, figures: Future[list[Path]] | None) -> None:
+    """Once its figures are drawn, every file of the run's folder goes to the run."""
+    if figures is not None:
+        try:
+            figures.result()
+        except Exception as exc:  # the record stands without its figures
+            log.exception("drawing %s failed", outcome.out_dir)
+            outcome.recorder.end_as("FAILED", f"figures: {type(exc).__name__}: {exc}")
+    outcome.recorder.log_artifacts(outcome.out_dir)
+
+
+def draw_figures(job: Job, result: TrainResult, metrics: dict[str, float]) -> list[Path]:
+    """A run's figures, with this process's :class:`~mlplab.plots.Painter`."""
+    net = build.network(job.cfg, job.sizes)
+    net.set_weights(result.weights)
+    with blas_threads(job.cfg):
+        return plot(job, net, result, metrics, _painter())
+
+
+@functools.cache
+def _painter() -> Any:
+    """This process's painter: it reuses its figures from one run to the next."""
+    return plots.Painter()
+
+
+def _quiet_worker() -> None:
+    """A figure worker leaves Ctrl-C to the process that runs the population."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _warm_up() -> None:
+    """A figure worker's imports and painter, made while the jobs are being prepared."""
+    _painter()
+
+
+@contextlib.contextmanager
+def figure_workers() -> Iterator[ProcessPoolExecutor]:
+    """The processes that draw a population's figures (each with its own painter), started
+    at once so that their imports overlap the preparation of the jobs. An interrupt drops
+    the figures not started yet."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(FIGURE_WORKERS, mp_context=spawn, initializer=_quiet_worker) as pool:
+        for _ in range(FIGURE_WORKERS):
+            pool.submit(_warm_up)
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def drawer(jobs: Sequence[Job], pool: ProcessPoolExecutor | None) -> Drawer:
+    """Where the figures are drawn: in ``pool``'s workers while this process records the
+    next members; here for one run, or without workers."""
+    if pool is not None and len(jobs) > 1 and any(job.cfg.plot.enabled for job in jobs):
+        workers = pool
+
+        def there(job: Job, result: TrainResult, metrics: dict[str, float]) -> Future[list[Path]]:
+            return workers.submit(draw_figures, job, result, metrics)
+
+        return there
+
+    def here(job: Job, result: TrainResult, metrics: dict[str, float]) -> Future[list[Path]]:
+        done: Future[list[Path]] = Future()
+        done.set_result(draw_figures(job, result, metrics))
+        return done
+
+    return here
 
 
 # -- the whole run ---------------------------------------------------------------------------
@@ -410,14 +649,17 @@ def run_group(
     sinks: Sequence[Sink],
     extra_tags: dict[str, str] | None = None,
     progress: bool | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[RunOutcome]:
-    """Jobs whose networks stack, each a tracked run of its own, trained as one population.
+    """Jobs whose networks stack, each a tracked run of its own, trained as one population
+    (its figures drawn by ``pool``'s workers, if given: :func:`figure_workers`).
 
     Every run is opened before training and closed as soon as it is recorded. A member's
     failed gradient check or crash ends that member's run FAILED; the others go on.
     """
     outcomes: list[RunOutcome | None] = [None] * len(jobs)
     with contextlib.ExitStack() as group:
+        group.enter_context(blas_threads(jobs[0].cfg))
         runs = [group.enter_context(contextlib.ExitStack()) for _ in jobs]
         recs = [
             run.enter_context(tracked_run(sink, run_spec(job, extra_tags)))
@@ -428,25 +670,35 @@ def run_group(
         for i in set(range(len(jobs))) - set(ready):
             outcomes[i] = RunOutcome(recs[i], metrics[i], 0, "", jobs[i].out_dir)
             runs[i].close()
-        with progress_bar(jobs[0].cfg, progress) as monitor:
-            results = train([jobs[i] for i in ready], monitor) if ready else []
-        for i, result in zip(ready, results, strict=True):
+        live = LiveHistory([jobs[i] for i in ready], [recs[i] for i in ready])
+        with progress_bar(jobs[0].cfg, progress) as bar:
+            results = train([jobs[i] for i in ready], monitors(bar, live)) if ready else []
+        draw = drawer([jobs[i] for i in ready], pool)
+        pending = []
+        for member, (i, result) in enumerate(zip(ready, results, strict=True)):
             try:
-                outcomes[i] = record(jobs[i], result, recs[i], metrics[i])
+                live.finish(member, result, jobs[i].cfg.train.epochs)
+                outcomes[i], figures = record(jobs[i], result, recs[i], metrics[i], draw)
+                pending.append((i, figures))
             except Exception as exc:
                 log.exception("recording %s failed", jobs[i].out_dir)
                 recs[i].end_as("FAILED", f"{type(exc).__name__}: {exc}")
                 outcomes[i] = RunOutcome(
                     recs[i], metrics[i], result.epochs_run, "", jobs[i].out_dir
                 )
+                runs[i].close()
+        for i, figures in pending:
+            finish(outcomes[i], figures)  # type: ignore[arg-type]
             runs[i].close()
     return [o for o in outcomes if o is not None]
 
 
 def _before_training(job: Job, rec: Recorder) -> dict[str, float]:
-    """The inputs written and the gradients checked (a failed check ends the run FAILED)."""
+    """The inputs written and logged, the gradients checked (a failed check ends the run
+    FAILED)."""
     try:
         write_inputs(job)
+        rec.log_inputs(data_splits(job))
         return check_gradients(job, rec)
     except Exception as exc:
         log.exception("preparing %s failed", job.out_dir)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 
 from omegaconf import DictConfig
 
@@ -56,14 +57,22 @@ def groups(jobs: Sequence[Job]) -> list[list[int]]:
     return list(by_key.values())
 
 
-def run_jobs(jobs: Sequence[Job]) -> list[RunOutcome]:
-    """Run the prepared jobs, a population per group; the outcomes in the jobs' order."""
+def run_jobs(jobs: Sequence[Job], pool: ProcessPoolExecutor | None = None) -> list[RunOutcome]:
+    """Run the prepared jobs, a population per group; the outcomes in the jobs' order (the
+    figures drawn by ``pool``'s workers: :func:`mlplab.pipeline.figure_workers`).
+
+    An interrupt ends the members of the population in training KILLED (each with its
+    history so far) and then stops the sweep: the groups not started yet have no runs.
+    """
     outcomes: dict[int, RunOutcome] = {}
     for members in groups(jobs):
         group = [jobs[i] for i in members]
         sinks = [make_sink(job.cfg.tracking, in_helper=True) for job in group]
         log.info("training %d network(s) as one population", len(group))
-        for i, outcome in zip(members, run_group(group, sinks, progress=False), strict=True):
+        ran = run_group(group, sinks, progress=False, pool=pool)
+        for i, outcome in zip(members, ran, strict=True):
             outcomes[i] = outcome
             print(outcome.describe(brief=True), flush=True)
+        if any(outcomes[i].status == "KILLED" for i in members):
+            raise KeyboardInterrupt("the sweep was interrupted")
     return [outcomes[i] for i in range(len(jobs))]

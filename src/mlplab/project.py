@@ -31,8 +31,10 @@ def resolve_path(path: str | None) -> str | None:
     return str(candidate) if candidate.exists() else path
 
 
+@cache
 def git(*args: str) -> str | None:
-    """The output of a git command in the project folder, or None."""
+    """The output of a git command in the project folder, or None (run once per process:
+    a sweep's jobs all record the checkout the sweep started from)."""
     try:
         return subprocess.run(
             ["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=5, check=True

@@ -3,9 +3,10 @@
 Nothing here talks to MLflow or draws: :mod:`mlplab.sweep` collects one
 :class:`ChildRecord` per child run, turns the list into summary rows with
 :func:`summary_rows`, writes them with :func:`write_summary_csv`, prints them with
-:func:`format_table` and picks the winner with :func:`best_row`. The figures of a report
-are in :mod:`mlplab.plots.sweep`. Only the standard library is used, so a report costs
-no import of pandas or Matplotlib.
+:func:`format_table` and picks the winner with :func:`best_row`. When a sweep crosses its
+configs with seeds, :func:`replicate_rows` gives each config's mean, spread and 95 %
+interval across its seeds, and the best config is the one with the best mean. The figures
+of a report are in :mod:`mlplab.plots.sweep`. No pandas, no Matplotlib.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from scipy.stats import t as student_t
+
+from mlplab.config import override_key
 
 #: Final metrics copied into the summary, in this order (missing ones are left empty).
 METRICS = (
@@ -57,11 +62,6 @@ class ChildRecord:
     params: dict[str, str] = field(default_factory=dict)
     failure_reason: str = ""
     history: list[float] = field(default_factory=list)
-
-
-def override_key(item: str) -> str:
-    """``+model.hidden=[4]`` → ``model.hidden``."""
-    return item.partition("=")[0].lstrip("+~")
 
 
 def override_map(overrides: Sequence[str]) -> dict[str, str]:
@@ -183,4 +183,64 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(
         " ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
         for line in lines
+    )
+
+
+#: The swept key whose values are replicates of one config (seeds as replicates).
+SEED_KEY = "seed"
+
+
+def replicate_rows(
+    rows: Sequence[dict[str, Any]], param_keys: Sequence[str], metric: str = RANK_BY
+) -> list[dict[str, Any]]:
+    """Each config's ``metric`` across its seeds: n, mean, std, 95 % interval, best run.
+
+    A config is one combination of the swept keys other than ``seed``; only FINISHED runs
+    with a finite metric count. The interval is Student's t (n − 1 degrees of freedom); with
+    one seed std and the interval are NaN. Sorted by mean, best first. Empty unless the
+    sweep crosses ``seed`` with at least one other swept key.
+    """
+    keys = [k for k in param_keys if k != SEED_KEY]
+    if SEED_KEY not in param_keys or not keys:
+        return []
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        value = row.get(metric, math.nan)
+        if row["status"] == "FINISHED" and isinstance(value, float) and math.isfinite(value):
+            groups.setdefault(tuple(str(row[k]) for k in keys), []).append(row)
+    out = []
+    for config, members in groups.items():
+        values = [float(m[metric]) for m in members]
+        n, mean = len(values), math.fsum(values) / len(values)
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+        half = student_t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+        best = min(members, key=lambda m: float(m[metric]))
+        out.append(
+            {
+                **dict(zip(keys, config, strict=True)),
+                "n_seeds": n,
+                f"mean_{metric}": mean,
+                f"std_{metric}": std,
+                "ci95_low": mean - half,
+                "ci95_high": mean + half,
+                "best_run_id": best["run_id"],
+            }
+        )
+    return sorted(out, key=lambda r: r[f"mean_{metric}"])
+
+
+def format_replicates(reps: Sequence[dict[str, Any]], metric: str = RANK_BY) -> str:
+    """The configs' means across seeds as a text table, best first."""
+    if not reps:
+        return ""
+    stats = ["n_seeds", f"mean_{metric}", f"std_{metric}", "ci95_low", "ci95_high"]
+    keys = [k for k in reps[0] if k not in (*stats, "best_run_id")]
+    columns = [*keys, *stats]
+    cells = [
+        [f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in columns] for r in reps
+    ]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    return "\n".join(
+        " ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in [columns, *cells]
     )

@@ -21,33 +21,37 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 import mlplab
-from mlplab import plots
-from mlplab.config import TrackingConfig, override_key, user_overrides
+from mlplab import build, plots
+from mlplab.config import SWEEP_ENV, TrackingConfig, recorded_config, user_overrides
 from mlplab.errors import JobExit, UserError, say_error
+from mlplab.pipeline import OVERRIDES_TAG, model_request, prepare
 from mlplab.project import git_commit
 from mlplab.report import (
     METRICS,
     ChildRecord,
     best_row,
+    format_replicates,
     format_table,
+    replicate_rows,
     summary_rows,
     write_summary_csv,
 )
 from mlplab.tracking import Guard, open_store
 from mlplab.tracking.uris import configure_http, resolve_uri
+from mlplab.weights import load_weights
 
 if TYPE_CHECKING:  # the store's module imports MLflow: single runs must not pay for it
     from mlplab.tracking.mlflow_store import RunStore
@@ -103,15 +107,16 @@ def tracking_settings(config: DictConfig) -> TrackingConfig:
 
 # -- the plan of a sweep ---------------------------------------------------------------------
 def hydra_override(key: str, value: str) -> str:
-    """``key=value`` for Hydra's override grammar, quoted when the value needs it."""
+    """``key=value`` for Hydra's override grammar: the value arrives as written (quoted when
+    it needs it; an ``${...}`` in it is text, resolved later where it is used)."""
     plain = f"{key}={value}"
     try:
         parsed = OverridesParser.create().parse_override(plain)
-        if not parsed.is_sweep_override() and parsed.value() == value:
+        if "${" not in value and not parsed.is_sweep_override() and parsed.value() == value:
             return plain
     except Exception:
         pass
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${")
     return f"{key}='{escaped}'"
 
 
@@ -186,7 +191,7 @@ def collect_children(
             reason = reason or "the job ended without closing its run (its worker died?)"
             if store.close_if_running(run.run_id, "FAILED", reason):
                 status = "FAILED"
-        loaded = yaml.safe_load(store.read_text(run.run_id, "overrides.yaml") or "[]")
+        loaded = json.loads(run.tags.get(OVERRIDES_TAG, "[]"))
         overrides = [str(x) for x in loaded] if isinstance(loaded, list) else []
         records.append(
             ChildRecord(
@@ -210,32 +215,75 @@ def publish_report(
     param_keys: Sequence[str],
     out_dir: Path,
     title: str = "",
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Write ``summary.csv`` and the two figures, log them and the best child on the parent."""
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]]]:
+    """Write ``summary.csv`` and the figures, log them and the best child on the parent.
+
+    With seeds as replicates (``seed`` swept with other keys) also ``replicates.csv`` (each
+    config's mean, std and 95 % interval across seeds, and its figure), and the best child
+    is the best run of the config with the best mean.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(children, param_keys)
     write_summary_csv(rows, out_dir / "summary.csv")
     plots.plot_sweep_curves(children, out_dir / "plots" / "sweep_rmse.png", title=title)
     plots.plot_sweep_params(rows, param_keys, out_dir / "plots" / "sweep_params.png")
-    store.log_artifacts(parent_id, out_dir)
+    reps = replicate_rows(rows, param_keys)
     best = best_row(rows)
-    failed = sum(row["status"] != "FINISHED" for row in rows)
-    metrics = {"n_children": float(len(rows)), "n_failed": float(failed)}
+    metrics = {
+        "n_children": float(len(rows)),
+        "n_failed": float(sum(row["status"] != "FINISHED" for row in rows)),
+    }
+    if reps:
+        write_summary_csv(reps, out_dir / "replicates.csv")
+        plots.plot_sweep_replicates(reps, out_dir / "plots" / "sweep_replicates.png")
+        best = next(r for r in rows if r["run_id"] == reps[0]["best_run_id"])
+        metrics.update({f"best_config_{k}": float(v) for k, v in reps[0].items()
+                        if isinstance(v, float | int) and not isinstance(v, bool)})  # fmt: skip
+    store.log_artifacts(parent_id, out_dir)
     tags: dict[str, str] = {}
     if best is not None:
         tags = {"best_run_id": str(best["run_id"]), "best_run_name": str(best["run_name"])}
         for key in METRICS:  # the summary's final metrics, as best_<key> on the parent
-            if best.get(key) == best.get(key) and key in best:  # present and not NaN
+            if key in best and best[key] == best[key]:  # present and not NaN
                 metrics[f"best_{key}"] = float(best[key])
     store.log_metrics(parent_id, metrics)
     if tags:
         store.set_tags(parent_id, tags)
-    return rows, best
+    return rows, best, reps
 
 
-def print_report(rows: list[dict[str, Any]], best: dict[str, Any] | None, header: str) -> None:
-    """The summary table on the terminal, and the best child."""
+def register_best(store: RunStore, run_id: str, name: str) -> str:
+    """The child's model registered as ``models:/<name>@best``; returns its version.
+
+    A child that logged no model (sweeps skip it: ``tracking.log_model``) gets it built from
+    its record first: its config, its data again (seeded), its final weights.
+    """
+    if store.read_text(run_id, "model/MLmodel") is None:
+        text = store.read_text(run_id, "config.yaml")
+        if text is None:
+            raise UserError(f"run {run_id} has no config.yaml: its model cannot be built")
+        with tempfile.TemporaryDirectory(prefix="mlplab-best-") as tmp:
+            cfg = recorded_config(text)
+            job = prepare(cfg, Path(tmp))
+            weights = store.download(run_id, "weights/final.npz", Path(tmp))
+            if weights is None:
+                raise UserError(f"run {run_id} has no weights/final.npz: no model to register")
+            net = build.network(cfg, job.sizes)
+            net.set_weights(load_weights(weights))
+            store.log_model(run_id, model_request(job, net, weights))
+    return store.register_model(run_id, name, "best")
+
+
+def print_report(
+    rows: list[dict[str, Any]],
+    best: dict[str, Any] | None,
+    header: str,
+    reps: Sequence[dict[str, Any]] = (),
+) -> None:
+    """The summary table on the terminal, the configs across seeds, and the best child."""
     lines = [header, format_table(rows)]
+    if reps:
+        lines += ["", "across seeds (best mean first):", format_replicates(reps)]
     if best is not None:
         lines.append(
             f"best: {best['run_name']} (run {best['run_id']}), test RMSE {best['test_rmse']:.6g}"
@@ -306,6 +354,8 @@ class MlflowSweepCallback(Callback):
             {f"sweep.{k}": v for k, v in sweeper_params.items()},
         )
         self.keys, self.jobs = keys, jobs
+        self.register = tracking.register_best
+        self.experiment = tracking.experiment
         injected = {
             "tracking.uri": tracking.uri,
             "tracking.experiment": tracking.experiment,
@@ -314,9 +364,13 @@ class MlflowSweepCallback(Callback):
         template = child_name_template(keys, [str(g) for g in choices])
         if template and not tracking.run_name:
             injected["tracking.run_name"] = template
+        # through the environment of every job (hydra.job.env_set, added to the overrides of
+        # Hydra's own that every job's config is composed with): not on the job lines
+        env_set = [
+            hydra_override(f"+hydra.job.env_set.{SWEEP_ENV[k]}", v) for k, v in injected.items()
+        ]
         with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
-            kept = [o for o in task_overrides(config) if override_key(o) not in injected]
-            config.hydra.overrides.task = kept + [hydra_override(k, v) for k, v in injected.items()]
+            config.hydra.overrides.hydra = [*config.hydra.overrides.hydra, *env_set]
         print(
             f"sweep {self.name}: parent run {self.parent.run_id} in experiment "
             f"{tracking.experiment!r} ({tracking.uri}), {jobs if jobs is not None else '?'} jobs",
@@ -347,9 +401,17 @@ class MlflowSweepCallback(Callback):
             return status
         out_dir = Path(str(config.hydra.sweep.dir)) / "report"
         title = f"sweep {self.name}: train RMSE per epoch"
-        rows, best = publish_report(
+        rows, best, reps = publish_report(
             parent.store, parent.run_id, children, self.keys, out_dir, title
         )
+        if best is not None and self.register:
+            version = register_best(parent.store, str(best["run_id"]), self.experiment)
+            print(
+                f"registered model {self.experiment!r} version {version} (alias best): "
+                f"mlflow models predict -m 'models:/{self.experiment}@best' -i <input.csv> "
+                "-t csv --env-manager local",
+                flush=True,
+            )
         missing = max(0, expected - len(children))
         if missing:
             reason = f"{missing} of {expected} jobs left no run"
@@ -360,5 +422,5 @@ class MlflowSweepCallback(Callback):
             + (f", {missing} left no run" if missing else "")
             + f" -> parent run {parent.run_id} {status}; report in {out_dir}"
         )
-        print_report(rows, best, header)
+        print_report(rows, best, header, reps)
         return status

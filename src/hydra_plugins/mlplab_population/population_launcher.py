@@ -13,12 +13,21 @@ Each job's return value is its test RMSE, as with the other launchers.
 
 # No ``from __future__ import annotations``: Hydra's plugin scan executes this module
 # without registering it in sys.modules, and dataclasses then cannot resolve string types.
+import contextlib
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+# Hydra's own way of applying a value override and of naming a job's folder: private, but the
+# derived configs are checked against full compositions (tests/test_population.py).
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.core.utils import (
     JobReturn,
     JobStatus,
@@ -29,8 +38,9 @@ from hydra.core.utils import (
 )
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from mlplab.pipeline import figure_workers
 from mlplab.population import prepare_job, run_jobs
 
 log = logging.getLogger(__name__)
@@ -48,6 +58,88 @@ ConfigStore.instance().store(
 )
 
 
+class Composer:
+    """Each job's config, composed by Hydra once per set of config-group choices.
+
+    Hydra composes a config from its YAML files in ~0.25 s; the jobs of a sweep mostly
+    differ in values only (seeds, learning rates). A job's config is then the composition of
+    its group choices (made once, by Hydra) with its value overrides applied as Hydra applies
+    them; a job with anything else (an appended or deleted key, a Hydra override, a key the
+    first composition does not know) is composed by Hydra in full.
+    """
+
+    def __init__(self, loader: ConfigLoader, master: DictConfig) -> None:
+        self.loader, self.master = loader, master
+        self.groups = set(master.hydra.runtime.choices)
+        self.bases: dict[tuple[str, ...], DictConfig] = {}
+        self.parser = OverridesParser.create()
+        self.ready: dict[tuple[str, ...], DictConfig] = {}  # composed once, used once
+
+    def __call__(self, overrides: Sequence[str]) -> DictConfig:
+        """The sweep config of the job with ``overrides`` (the sweeper asks first, to check
+        the batch, the launcher then: the second gets the first's config)."""
+        if tuple(overrides) in self.ready:
+            return self.ready.pop(tuple(overrides))
+        cfg = self.ready[tuple(overrides)] = self._compose(overrides)
+        return cfg
+
+    def _compose(self, overrides: Sequence[str]) -> DictConfig:
+        parsed = self.parser.parse_overrides(list(overrides))
+        groups = [o for o in parsed if o.key_or_group in self.groups]
+        values = [o for o in parsed if o.key_or_group not in self.groups]
+        unusual = [o for o in values if o.is_add() or o.is_delete() or o.is_force_add()]
+        if unusual or any(o.is_hydra_override() or o.package is not None for o in parsed):
+            return self.loader.load_sweep_config(self.master, list(overrides))
+        key = tuple(str(o.input_line) for o in groups)
+        if key not in self.bases:
+            self.bases[key] = self.loader.load_sweep_config(self.master, list(key))
+        cfg = copy.deepcopy(self.bases[key])
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        except Exception:  # Hydra's own message, from a full composition
+            return self.loader.load_sweep_config(self.master, list(overrides))
+        self._name(cfg, parsed)
+        OmegaConf.copy_cache(from_config=self.master, to_config=cfg)
+        return cfg
+
+    @staticmethod
+    def _name(cfg: DictConfig, parsed: list[Override]) -> None:
+        """The job's overrides and folder name, as Hydra records them."""
+        naming = cfg.hydra.job.config.override_dirname
+        with read_write(cfg.hydra), open_dict(cfg.hydra):
+            cfg.hydra.overrides.task = [str(o.input_line) for o in parsed]
+            cfg.hydra.job.override_dirname = get_overrides_dirname(
+                overrides=parsed,
+                kv_sep=naming.kv_sep,
+                item_sep=naming.item_sep,
+                exclude_keys=naming.exclude_keys,
+            )
+
+
+class ComposingLoader:
+    """Hydra's config loader with the sweep configs of ``master`` made by a :class:`Composer`.
+
+    The basic sweeper composes every job to check its batch before launching it: the
+    launcher hands it this loader (their shared :class:`HydraContext`), so that the check
+    costs a derived config, which the launcher then uses.
+    """
+
+    def __init__(self, loader: ConfigLoader, master: DictConfig) -> None:
+        self.loader, self.master = loader, master
+        self.compose = Composer(loader, master)
+
+    def load_sweep_config(
+        self, master_config: DictConfig, sweep_overrides: list[str]
+    ) -> DictConfig:
+        """A job's config: derived when it is one of ``master``'s jobs."""
+        if master_config is self.master:
+            return self.compose(sweep_overrides)
+        return self.loader.load_sweep_config(master_config, sweep_overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
 class PopulationLauncher(Launcher):
     """Prepares every job, then trains the jobs whose networks stack as one population."""
 
@@ -58,7 +150,10 @@ class PopulationLauncher(Launcher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        """Hydra's setup: the task function is replaced by mlplab's two phases."""
+        """Hydra's setup: the task function is replaced by mlplab's two phases, the loader's
+        sweep configs by derived ones."""
+        if not isinstance(hydra_context.config_loader, ComposingLoader):
+            hydra_context.config_loader = ComposingLoader(hydra_context.config_loader, config)  # type: ignore[assignment]
         self.config, self.hydra_context = config, hydra_context
 
     def launch(
@@ -70,6 +165,25 @@ class PopulationLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Preparing {len(job_overrides)} jobs to train as populations")
+        plots = OmegaConf.select(self.config, "plot.enabled", default=True)
+        plots = plots and len(job_overrides) > 1
+        with figure_workers() if plots else contextlib.nullcontext() as pool:
+            returns = self._prepare(job_overrides, initial_job_idx)
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            ready = [r for r in returns if r.status == JobStatus.COMPLETED and r.return_value]
+            outcomes = run_jobs([r.return_value for r in ready], pool)
+        for ret, outcome in zip(ready, outcomes, strict=True):
+            ret.return_value = outcome.metrics.get("test_rmse")
+        for ret in returns:
+            if ret not in ready and ret.status == JobStatus.COMPLETED:
+                ret.return_value = None  # refused: reported, recorded FAILED
+        return returns
+
+    def _prepare(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> list[JobReturn]:
+        """Phase 1: each job in its Hydra job context, prepared (nothing trained)."""
+        assert self.config is not None and self.hydra_context is not None
         returns = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
@@ -88,11 +202,4 @@ class PopulationLauncher(Launcher):
                     job_subdir_key="hydra.sweep.subdir",
                 )
             )
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        ready = [r for r in returns if r.status == JobStatus.COMPLETED and r.return_value]
-        for ret, outcome in zip(ready, run_jobs([r.return_value for r in ready]), strict=True):
-            ret.return_value = outcome.metrics.get("test_rmse")
-        for ret in returns:
-            if ret not in ready and ret.status == JobStatus.COMPLETED:
-                ret.return_value = None  # refused: reported, recorded FAILED
         return returns

@@ -83,22 +83,27 @@ class TrainResult:
 
 
 class History:
-    """Per-epoch series of every member, grown in chunks of :data:`CHUNK` epochs."""
+    """Per-epoch series of every member, grown as needed (doubling: memory follows the epochs
+    actually run, not ``epochs``)."""
 
     CHUNK = 4096
 
     def __init__(self, keys: Sequence[str], members: int) -> None:
         self.data = {k: np.full((self.CHUNK, members), np.nan) for k in keys}
+        self.train_rmse = self.data["train_rmse"]  # the one series every epoch writes
+        self.capacity = self.CHUNK  # epochs the tables hold before they grow
         self.length = np.zeros(members, dtype=np.int64)  # epochs recorded per member
 
     def put(self, key: str, epoch: int, ids: Array, values: Array) -> None:
         """Record epoch ``epoch`` (from 1) of the members ``ids``."""
-        table = self.data[key]
-        if epoch > table.shape[0]:
-            grown = np.full((table.shape[0] + self.CHUNK, table.shape[1]), np.nan)
-            grown[: table.shape[0]] = table
-            table = self.data[key] = grown
-        table[epoch - 1, ids] = values
+        if epoch > self.capacity:
+            self.capacity *= 2
+            for k, table in self.data.items():
+                grown = np.full((self.capacity, table.shape[1]), np.nan)
+                grown[: table.shape[0]] = table
+                self.data[k] = grown
+            self.train_rmse = self.data["train_rmse"]
+        self.data[key][epoch - 1, ids] = values
 
     def series(self, member: int, start: int = 0, stop: int | None = None) -> dict[str, Array]:
         """Member ``member``'s series over epochs ``start + 1 .. stop`` (copies)."""
@@ -320,6 +325,12 @@ class _Book:
         """The active members: one (plain numbers) or several (arrays)."""
         single = len(ids) == 1
         self.cols: Any = ids[0] if single else np.array(ids)
+        if not single and ids[-1] - ids[0] == len(ids) - 1:
+            self.cols = slice(ids[0], ids[-1] + 1)  # a view, not a gather
+        self.first_last = int(self.epochs[ids].min())  # no member ends before this epoch
+        self.tols = float(self.tol[ids[0]]) if single else self.tol[ids]
+        self.any_tol = bool(np.any(self.tols > 0))
+        self.total: Callable[[Any], Any] = float if single else np.ndarray.sum
         self.sqrt: Callable[[Any], Any] = math.sqrt if single else np.sqrt
         self.broken: Callable[[Any], Any] = (
             (lambda x: not math.isfinite(x)) if single else (lambda x: ~np.isfinite(x))
@@ -327,7 +338,32 @@ class _Book:
         self.any: Callable[[Any], Any] = bool if single else np.ndarray.any
 
     def record(self, epoch: int, runner: _Runner, sse: Any, correct: Any) -> dict[int, _Stop]:
-        """Book the epoch's numbers; return the members (by position) that stop after it."""
+        """Book the epoch's numbers; return the members (by position) that stop after it.
+
+        Most epochs stop no member and have no validation, snapshot or accuracy: those are
+        booked here with the fewest calls; the others by :meth:`_record_all`.
+        """
+        if (
+            correct is not None
+            or epoch >= self.first_last
+            or epoch in self.snapshot_epochs
+            or runner.validation is not None
+            or epoch > self.history.capacity
+        ):
+            return self._record_all(epoch, runner, sse, correct)
+        cols, prev = self.cols, self.prev
+        rmse = self.sqrt(sse * self.denom)
+        if not math.isfinite(self.total(rmse)) or (
+            self.any_tol and self.any(abs(rmse - prev[cols]) < self.tols)
+        ):
+            return self._record_all(epoch, runner, sse, correct)
+        self.history.train_rmse[epoch - 1, cols] = rmse
+        self.history.length[cols] = epoch
+        prev[cols] = rmse
+        return {}
+
+    def _record_all(self, epoch: int, runner: _Runner, sse: Any, correct: Any) -> dict[int, _Stop]:
+        """:meth:`record` with every rule checked."""
         cols, history = self.cols, self.history
         rmse = self.sqrt(sse * self.denom)
         history.put("train_rmse", epoch, cols, rmse)

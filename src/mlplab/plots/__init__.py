@@ -3,7 +3,8 @@ the figures of a sweep's report.
 
 All drawing is headless (Agg canvas, no pyplot state) and knows nothing of MLflow:
 every ``plot_*`` / ``animate_*`` function writes one file and returns its path, drawn at
-``dpi`` dots per inch (the config's ``plot.dpi``).
+``dpi`` dots per inch (the config's ``plot.dpi``). A :class:`Painter` draws the still
+figures of many runs of one shape (a population's members) fast, reusing its figures.
 
 The public functions are loaded on first use, see ``__getattr__`` below.
 """
@@ -18,6 +19,7 @@ _SUBMODULES = {
     "animate_decision_boundary": "animation",
     "animate_network": "animation",
     "save_gif": "animation",
+    "Painter": "painter",
     "plot_rmse": "curves",
     "draw_network": "network",
     "layer_sizes": "network",
@@ -30,9 +32,11 @@ _SUBMODULES = {
     "plot_objective": "sweep",
     "plot_sweep_curves": "sweep",
     "plot_sweep_params": "sweep",
+    "plot_sweep_replicates": "sweep",
 }
 
 __all__ = [
+    "Painter",
     "animate_decision_boundary",
     "animate_network",
     "draw_decision_boundary",
@@ -47,6 +51,7 @@ __all__ = [
     "plot_rmse",
     "plot_sweep_curves",
     "plot_sweep_params",
+    "plot_sweep_replicates",
     "save_gif",
 ]
 
@@ -60,21 +65,27 @@ if TYPE_CHECKING:
         network_node_names,
         plot_network,
     )
+    from mlplab.plots.painter import Painter
     from mlplab.plots.predictions import (
         draw_decision_boundary,
         plot_decision_boundary,
         plot_predictions,
     )
-    from mlplab.plots.sweep import plot_objective, plot_sweep_curves, plot_sweep_params
+    from mlplab.plots.sweep import (
+        plot_objective,
+        plot_sweep_curves,
+        plot_sweep_params,
+        plot_sweep_replicates,
+    )
 else:
-    # Lazy loading (PEP 562): the submodules import Matplotlib and networkx, which costs
-    # 0.4 s or more, and a run with plot.enabled=false never draws, so importing
-    # mlplab.plots alone must not import them; the first use of a function does. The type
-    # checker reads the imports above instead and does not see this ``__getattr__``
-    # (which would make it accept any attribute name).
+    # Lazy loading (PEP 562): the submodules import Matplotlib, which costs 0.4 s or more,
+    # and a run with plot.enabled=false never draws, so importing mlplab.plots alone must
+    # not import it; the first use of a function does. The type checker reads the imports
+    # above instead and does not see this ``__getattr__`` (which would make it accept any
+    # attribute name).
 
     def __getattr__(name: str) -> Any:
-        """Import the submodule defining the public ``name`` and cache the function here."""
+        """Import the submodule defining the public ``name`` and cache the object here."""
         if name not in _SUBMODULES:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         value = getattr(import_module(f"{__name__}.{_SUBMODULES[name]}"), name)

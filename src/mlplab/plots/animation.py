@@ -14,7 +14,13 @@ import numpy as np
 from PIL import Image
 
 from mlplab.plots._common import DEFAULT_DPI, figure_to_image, new_figure
-from mlplab.plots.network import draw_network, max_abs_weight, network_layout_mode
+from mlplab.plots.network import (
+    GraphDrawing,
+    draw_network,
+    layer_sizes,
+    max_abs_weight,
+    network_layout_mode,
+)
 from mlplab.plots.predictions import draw_decision_boundary
 
 #: Frame size in inches, and its dots per inch at ``dpi=DEFAULT_DPI`` (6 × 4 in at 80 dpi
@@ -98,12 +104,20 @@ def animate_network(
     max_abs = max_abs_weight([snapshots[e] for e in epochs])
     mode = network_layout_mode(snapshots[epochs[0]])
     frames = []
+    graph: GraphDrawing | None = None  # a graph is drawn on one figure, refilled each frame
     for epoch in epochs:
-        fig = new_figure(FRAME_SIZE, dpi=_frame_dpi(dpi), layout=None)
-        ax = fig.add_axes((0.01, 0.06, 0.98, 0.84))
-        draw_network(ax, snapshots[epoch], max_abs=max_abs, mode=mode)
+        if graph is None:
+            fig = new_figure(FRAME_SIZE, dpi=_frame_dpi(dpi), layout=None)
+            ax = fig.add_axes((0.01, 0.06, 0.98, 0.84))
+            if mode == "graph":
+                graph = GraphDrawing(ax, layer_sizes(snapshots[epoch]))
+                graph.fix_label_angles()
+        if graph is None:
+            draw_network(ax, snapshots[epoch], max_abs=max_abs, mode=mode)
+        else:
+            graph.fill(snapshots[epoch], max_abs)
         fig.suptitle(f"epoch {epoch}{_rmse_at(rmse, epoch)}", fontsize=11, y=0.99, va="top")
-        frames.append(figure_to_image(fig))
+        frames.append(figure_to_image(fig, release=graph is None))
     return save_gif(frames, path, fps)
 
 

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from mlplab.plots._common import DEFAULT_DPI, new_figure, save_figure
+from mlplab.plots._common import DEFAULT_DPI, new_figure, rescale, save_figure
 
 #: A log-scaled y axis is used when the finite positive values span more than this ratio.
 LOG_SCALE_RATIO = 100.0
@@ -27,6 +27,15 @@ def wants_log_scale(*curves: np.ndarray) -> bool:
     return bool(v.max() / v.min() > LOG_SCALE_RATIO)
 
 
+#: The curves a history may hold: key → (legend label, colour, panel: 0 RMSE, 1 accuracy).
+_CURVES = {
+    "train_rmse": ("train RMSE", "tab:blue", 0),
+    "val_rmse": ("validation RMSE", "tab:orange", 0),
+    "train_accuracy": ("train accuracy", "tab:green", 1),
+    "val_accuracy": ("validation accuracy", "tab:red", 1),
+}
+
+
 def _curve(history: Mapping[str, np.ndarray], key: str) -> np.ndarray | None:
     if key not in history or history[key] is None:
         return None
@@ -34,15 +43,78 @@ def _curve(history: Mapping[str, np.ndarray], key: str) -> np.ndarray | None:
     return arr if arr.size else None
 
 
+def history_curves(history: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The non-empty curves of ``history`` (keys of ``_CURVES``, in that order), as floats."""
+    curves = {key: _curve(history, key) for key in _CURVES}
+    return {key: arr for key, arr in curves.items() if arr is not None}
+
+
 def _final(arr: np.ndarray) -> str:
     finite = arr[np.isfinite(arr)]
     return f"{finite[-1]:.4g}" if finite.size else "n/a"
 
 
-def _plot_series(ax: Axes, arr: np.ndarray, label: str, colour: str) -> None:
-    epochs = np.arange(1, arr.size + 1)
-    marker = "o" if arr.size <= 30 else None
-    ax.plot(epochs, arr, label=f"{label} (final {_final(arr)})", color=colour, marker=marker, ms=3)
+class RmseFigure:
+    """The RMSE figure of histories holding one set of curves, filled with one history.
+
+    Built once for the curves present (``keys``, from :func:`history_curves`) and a dpi:
+    the figure, its panels and one line per curve. :meth:`fill` then draws a history into
+    it (values, legends, scale, limits, title), as often as needed: a
+    :class:`~mlplab.plots.Painter` fills one figure with member after member.
+    """
+
+    def __init__(self, keys: tuple[str, ...], dpi: float = DEFAULT_DPI) -> None:
+        has_acc = any(_CURVES[key][2] for key in keys)
+        self.fig = new_figure((7.0, 6.5) if has_acc else (7.0, 4.5), dpi=dpi)
+        if has_acc:
+            self.panels = list(self.fig.subplots(2, 1, sharex=True, height_ratios=[3, 2]))
+        else:
+            self.panels = [self.fig.add_subplot()]
+        self.lines: dict[str, Line2D] = {}
+        for key in keys:
+            _, colour, panel = _CURVES[key]
+            (self.lines[key],) = self.panels[panel].plot([], [], color=colour, ms=3)
+        ax = self.panels[0]
+        self.has_rmse = any(not _CURVES[key][2] for key in keys)
+        if not self.has_rmse:
+            ax.text(0.5, 0.5, "no RMSE recorded", transform=ax.transAxes, ha="center", va="center")
+        ax.set_ylabel("RMSE")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if has_acc:
+            self.panels[1].set_ylabel("accuracy")
+            self.panels[1].grid(True, alpha=0.3)
+        self.panels[-1].set_xlabel("epoch")
+
+    def fill(self, curves: Mapping[str, np.ndarray], title: str) -> None:
+        """Draw ``curves`` (the same keys as at construction) titled ``title``."""
+        for key, line in self.lines.items():
+            arr = curves[key]
+            line.set_data(np.arange(1, arr.size + 1), arr)
+            line.set_marker("o" if arr.size <= 30 else "None")
+            line.set_label(f"{_CURVES[key][0]} (final {_final(arr)})")
+        ax = self.panels[0]
+        rmse = [arr for key, arr in curves.items() if not _CURVES[key][2]]
+        scale = "log" if rmse and wants_log_scale(*rmse) else "linear"
+        if ax.get_yscale() != scale:
+            ax.set_yscale(scale)
+        if self.has_rmse:
+            ax.legend(loc="best")
+        ax.set_title(title)
+        if len(self.panels) > 1:
+            self._fill_accuracy([arr for key, arr in curves.items() if _CURVES[key][2]])
+        rescale([panel for panel in self.panels if panel.lines])  # no line: no autoscaling
+
+    def _fill_accuracy(self, curves: list[np.ndarray]) -> None:
+        """Accuracy panel: from -0.02 to 1.02 when every finite value is in [0, 1]."""
+        ax = self.panels[1]
+        acc = np.concatenate(curves)
+        acc = acc[np.isfinite(acc)]
+        if acc.size and acc.min() >= 0.0 and acc.max() <= 1.0:
+            ax.set_ylim(-0.02, 1.02)
+        else:
+            ax.set_autoscaley_on(True)
+        ax.legend(loc="best")
 
 
 def plot_rmse(
@@ -58,46 +130,7 @@ def plot_rmse(
     Missing or empty curves are skipped; non-finite values (a diverged run) are not drawn.
     The figure is 7 in wide, drawn and saved at ``dpi`` dots per inch.
     """
-    train = _curve(history, "train_rmse")
-    val = _curve(history, "val_rmse")
-    train_acc = _curve(history, "train_accuracy")
-    val_acc = _curve(history, "val_accuracy")
-    has_acc = train_acc is not None or val_acc is not None
-
-    fig = new_figure((7.0, 6.5) if has_acc else (7.0, 4.5), dpi=dpi)
-    if has_acc:
-        ax, ax_acc = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
-    else:
-        ax, ax_acc = fig.add_subplot(), None
-
-    if train is not None:
-        _plot_series(ax, train, "train RMSE", "tab:blue")
-    if val is not None:
-        _plot_series(ax, val, "validation RMSE", "tab:orange")
-    if train is None and val is None:
-        ax.text(0.5, 0.5, "no RMSE recorded", transform=ax.transAxes, ha="center", va="center")
-    elif wants_log_scale(*(c for c in (train, val) if c is not None)):
-        ax.set_yscale("log")
-    if train is not None or val is not None:
-        ax.legend(loc="best")
-    ax.set_ylabel("RMSE")
-    ax.set_title(title)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-    if ax_acc is not None:
-        if train_acc is not None:
-            _plot_series(ax_acc, train_acc, "train accuracy", "tab:green")
-        if val_acc is not None:
-            _plot_series(ax_acc, val_acc, "validation accuracy", "tab:red")
-        acc = np.concatenate([a for a in (train_acc, val_acc) if a is not None])
-        acc = acc[np.isfinite(acc)]
-        if acc.size and acc.min() >= 0.0 and acc.max() <= 1.0:
-            ax_acc.set_ylim(-0.02, 1.02)
-        ax_acc.set_ylabel("accuracy")
-        ax_acc.legend(loc="best")
-        ax_acc.grid(True, alpha=0.3)
-        ax_acc.set_xlabel("epoch")
-    else:
-        ax.set_xlabel("epoch")
-    return save_figure(fig, path)
+    curves = history_curves(history)
+    figure = RmseFigure(tuple(curves), dpi)
+    figure.fill(curves, title)
+    return save_figure(figure.fig, path)

@@ -1,4 +1,4 @@
-"""The network diagram: a layered graph of the weights (networkx), or heatmaps when large.
+"""The network diagram: a layered graph of the weights, or heatmaps when large.
 
 Weight format (SPEC §5): ``weights[l]`` has shape ``(fan_in + 1, fan_out)``; row 0 holds
 the weights leaving the bias neuron, rows 1.. those leaving the units of layer ``l``.
@@ -25,10 +25,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import networkx as nx
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch
+from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from mlplab.plots._common import (
@@ -78,7 +81,11 @@ def network_node_names(weights: list[np.ndarray]) -> list[list[str]]:
 
     For the tutorial 2-2-2 network: ``[["B1", "X1", "X2"], ["B2", "Z1", "Z2"], ["Y1", "Y2"]]``.
     """
-    sizes = layer_sizes(weights)
+    return _node_names(layer_sizes(weights))
+
+
+def _node_names(sizes: list[int]) -> list[list[str]]:
+    """:func:`network_node_names` of a network with these layer sizes."""
     n_hidden = len(sizes) - 2
     names: list[list[str]] = []
     for li, n in enumerate(sizes):
@@ -142,48 +149,28 @@ def _edge_label(w: float) -> str:
     return f"{w:.2f}" if math.isfinite(w) else str(w)
 
 
-def _weighted_edges(
-    weights: list[np.ndarray], names: list[list[str]]
-) -> list[tuple[str, str, float, float]]:
-    """Every weight as ``(source, target, w, t)``, matrix by matrix, row by row.
+def _edge_slots(names: list[list[str]]) -> list[tuple[str, str, float]]:
+    """Every weight's edge as ``(source, target, t)``, matrix by matrix, row by row.
 
-    The sources of ``weights[l]`` are ``names[l]`` (the bias first, as row 0), its targets
-    the units of layer ``l + 1``. ``t`` places the edge's label along it: from 0.25 for the
-    bias to 0.75 for the last unit of the source layer, so that labels do not pile up.
+    This is the order of the weights flattened matrix by matrix (row-major, see
+    :func:`_flat_weights`). The sources of ``weights[l]`` are ``names[l]`` (the bias first,
+    as row 0), its targets the units of layer ``l + 1``. ``t`` places the edge's label
+    along it: from 0.25 for the bias to 0.75 for the last unit of the source layer, so that
+    labels do not pile up.
     """
-    edges: list[tuple[str, str, float, float]] = []
-    for li, matrix in enumerate(weights):
-        w = np.asarray(matrix, dtype=float)
+    slots: list[tuple[str, str, float]] = []
+    for li in range(len(names) - 1):
         sources = names[li]
         targets = names[li + 1][1:] if li + 1 < len(names) - 1 else names[li + 1]
         for i, src in enumerate(sources):
             t = 0.25 + 0.5 * i / max(len(sources) - 1, 1)
-            edges.extend((src, dst, float(w[i, j]), t) for j, dst in enumerate(targets))
-    return edges
+            slots.extend((src, dst, t) for dst in targets)
+    return slots
 
 
-def _draw_edge_labels(
-    ax: Axes,
-    edges: list[tuple[str, str, float, float]],
-    pos: dict[str, tuple[float, float]],
-    font_size: float,
-) -> None:
-    """Weight labels along the edges (see :func:`_weighted_edges`), to 2 decimals."""
-    for src, dst, w, t in edges:
-        (x0, y0), (x1, y1) = pos[src], pos[dst]
-        ax.text(
-            x0 + t * (x1 - x0),
-            y0 + t * (y1 - y0),
-            _edge_label(w),
-            fontsize=font_size,
-            rotation=math.degrees(math.atan2(y1 - y0, x1 - x0)),
-            rotation_mode="anchor",
-            transform_rotates_text=True,
-            ha="center",
-            va="center",
-            zorder=3,
-            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
-        )
+def _flat_weights(weights: list[np.ndarray]) -> np.ndarray:
+    """All the weights as floats, in the order of :func:`_edge_slots`."""
+    return np.concatenate([np.asarray(w, dtype=float).ravel() for w in weights])
 
 
 def _node_kind(layer: int, index: int, n_layers: int) -> str:
@@ -219,76 +206,161 @@ def _edge_styles(
     return widths, colours, np.argsort(rel, kind="stable")
 
 
-def _draw_graph(
-    ax: Axes,
-    weights: list[np.ndarray],
-    max_abs: float,
-    edge_labels: bool | None,
-    node_labels: bool | None,
-    legend: bool,
-) -> None:
-    sizes = layer_sizes(weights)
-    names = network_node_names(weights)
-    pos = _positions(sizes, names)
-    edges = _weighted_edges(weights, names)
-    n_edges = len(edges)
-    show_edge_labels = n_edges <= MAX_EDGE_LABELS if edge_labels is None else edge_labels
-    show_node_labels = max(sizes) <= MAX_NODE_LABEL_UNITS if node_labels is None else node_labels
+class GraphDrawing:
+    """The layered graph of a network of given layer sizes on ``ax``, filled with weights.
 
-    g = nx.DiGraph()
-    nodelist = [name for layer in names for name in layer]
-    g.add_nodes_from(nodelist)
-    g.add_edges_from((src, dst, {"weight": w}) for src, dst, w, _ in edges)
-    kinds = [
-        _node_kind(li, j, len(sizes)) for li, layer in enumerate(names) for j in range(len(layer))
-    ]
-    widths, colours, order = _edge_styles(np.array([e[2] for e in edges]), max_abs)
+    Built once for the layer sizes: the nodes and their labels, one edge per weight (an
+    arrow while the edges are labelled, else one line collection) and the (empty) edge
+    labels and legend. :meth:`fill` then draws one set of weights (edge colours, widths
+    and drawing order, edge labels, legend), as often as needed: the same drawing serves
+    member after member of a population, or frame after frame of an animation.
 
-    # Node size from the vertical room per node (in points), capped.
-    height_pt = max(ax.bbox.height / ax.figure.dpi * 72.0, 50.0)
-    diameter = min(30.0, 0.8 * height_pt / (max(sizes) + 2))
-    node_size = max(diameter, 2.0) ** 2
-    nx.draw_networkx_edges(
-        g,
-        pos,
-        edgelist=[edges[k][:2] for k in order],
-        width=[float(widths[k]) for k in order],
-        edge_color=[colours[k] for k in order],
-        ax=ax,
-        arrows=n_edges <= MAX_EDGE_LABELS,
-        arrowsize=10,
-        node_size=node_size,
-        nodelist=nodelist,
-    )
-    nx.draw_networkx_nodes(
-        g,
-        pos,
-        nodelist=nodelist,
-        node_size=node_size,
-        node_color=[_NODE_COLOURS[kind] for kind in kinds],
-        edgecolors="#555555",
-        linewidths=0.8 if diameter > 6 else 0.3,
-        ax=ax,
-    )
-    longest = max(len(n) for n in nodelist)
-    font = float(np.clip(min(diameter * 0.4, 1.35 * diameter / longest), 5.0, 11.0))
-    if show_node_labels:
-        nx.draw_networkx_labels(g, pos, font_size=font, ax=ax)
-    if show_edge_labels:
-        _draw_edge_labels(ax, edges, pos, max(font - 2.0, 6.0))
-    if legend:
-        ax.text(
-            0.0,
-            -0.01,
-            f"green w > 0, red w ≤ 0; width ∝ |w| (widest: |w| = {max_abs:.3g}); {n_edges} weights",
-            transform=ax.transAxes,
-            fontsize=7,
-            color="#444444",
-            va="top",
-            ha="left",
+    ``edge_labels`` / ``node_labels`` force the labels on or off (default: while they fit).
+    """
+
+    def __init__(
+        self,
+        ax: Axes,
+        sizes: list[int],
+        edge_labels: bool | None = None,
+        node_labels: bool | None = None,
+        legend: bool = True,
+    ) -> None:
+        names = _node_names(sizes)
+        self.ax, self.pos, self.slots = ax, _positions(sizes, names), _edge_slots(names)
+        n_edges = len(self.slots)
+        # Node size from the vertical room per node (in points), capped.
+        height_pt = max(ax.bbox.height / ax.figure.dpi * 72.0, 50.0)
+        diameter = min(30.0, 0.8 * height_pt / (max(sizes) + 2))
+        self.arrows, self.lines = self._add_edges(max(diameter, 2.0) ** 2, n_edges)
+        show_node_labels = (
+            max(sizes) <= MAX_NODE_LABEL_UNITS if node_labels is None else node_labels
         )
-    ax.margins(x=0.08, y=0.08)
-    ax.set_axis_off()
+        font = self._add_nodes(names, diameter, show_node_labels)
+        show_edge_labels = n_edges <= MAX_EDGE_LABELS if edge_labels is None else edge_labels
+        self.edge_texts = self._add_edge_labels(max(font - 2.0, 6.0)) if show_edge_labels else []
+        self.legend = None
+        if legend:
+            self.legend = ax.text(
+                0.0, -0.01, "", transform=ax.transAxes, fontsize=7, color="#444444", va="top"
+            )
+        ax.margins(x=0.08, y=0.08)
+        ax.set_axis_off()
+
+    def _add_edges(
+        self, node_size: float, n_edges: int
+    ) -> tuple[list[FancyArrowPatch], LineCollection | None]:
+        """One arrow per edge while they are labelled, else one line collection; unstyled.
+
+        Added in the order of :func:`_edge_slots` (:meth:`fill` reorders them): the data
+        limits they give depend only on their positions, which are those of the nodes.
+        """
+        ends = np.asarray([(self.pos[src], self.pos[dst]) for src, dst, _ in self.slots])
+        arrows: list[FancyArrowPatch] = []
+        lines = None
+        if n_edges <= MAX_EDGE_LABELS:
+            shrink = float(np.sqrt(node_size) / 2)  # from the centre to the node's edge
+            for (x0, y0), (x1, y1) in ends:
+                arrow = FancyArrowPatch(
+                    (x0, y0),
+                    (x1, y1),
+                    arrowstyle="-|>",
+                    shrinkA=shrink,
+                    shrinkB=shrink,
+                    mutation_scale=10,
+                    connectionstyle="arc3",
+                    zorder=1,
+                )
+                self.ax.add_patch(arrow)
+                arrows.append(arrow)
+        else:
+            lines = LineCollection(list(ends), antialiaseds=(1,), zorder=1)
+            self.ax.add_collection(lines)
+        (minx, miny), (maxx, maxy) = ends.min(axis=(0, 1)), ends.max(axis=(0, 1))
+        padx, pady = 0.05 * (maxx - minx), 0.05 * (maxy - miny)
+        self.ax.update_datalim([(minx - padx, miny - pady), (maxx + padx, maxy + pady)])
+        self.ax.autoscale_view()
+        return arrows, lines
+
+    def _add_nodes(self, names: list[list[str]], diameter: float, labels: bool) -> float:
+        """The nodes, coloured by kind, and their names if ``labels``; return the font size."""
+        nodelist = [name for layer in names for name in layer]
+        kinds = [
+            _node_kind(li, j, len(names))
+            for li, layer in enumerate(names)
+            for j in range(len(layer))
+        ]
+        xy = np.asarray([self.pos[v] for v in nodelist])
+        nodes = self.ax.scatter(
+            xy[:, 0],
+            xy[:, 1],
+            s=max(diameter, 2.0) ** 2,
+            c=[_NODE_COLOURS[kind] for kind in kinds],
+            linewidths=0.8 if diameter > 6 else 0.3,
+            edgecolors="#555555",
+        )
+        nodes.set_zorder(2)
+        longest = max(len(n) for n in nodelist)
+        font = float(np.clip(min(diameter * 0.4, 1.35 * diameter / longest), 5.0, 11.0))
+        if labels:
+            for name in nodelist:
+                x, y = self.pos[name]
+                self.ax.text(x, y, name, size=font, ha="center", va="center", clip_on=True)
+        return font
+
+    def _add_edge_labels(self, font_size: float) -> list[Text]:
+        """The (empty) weight label of every edge, along it (see :func:`_edge_slots`)."""
+        texts = []
+        for src, dst, t in self.slots:
+            (x0, y0), (x1, y1) = self.pos[src], self.pos[dst]
+            texts.append(
+                self.ax.text(
+                    x0 + t * (x1 - x0),
+                    y0 + t * (y1 - y0),
+                    "",
+                    fontsize=font_size,
+                    rotation=math.degrees(math.atan2(y1 - y0, x1 - x0)),
+                    rotation_mode="anchor",
+                    transform_rotates_text=True,
+                    ha="center",
+                    va="center",
+                    zorder=3,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+                )
+            )
+        return texts
+
+    def fix_label_angles(self) -> None:
+        """Give the edge labels the angles at which they now show, fixed: the same drawing,
+        cheaper (an angle that follows the axes is computed again several times per label
+        and draw). Only for axes whose place, size and limits no longer change."""
+        self.ax.get_xlim()  # the limits, final (they are computed when first asked for)
+        for text in self.edge_texts:
+            angle = text.get_rotation()
+            text.set_transform_rotates_text(False)
+            text.set_rotation(angle)
+
+    def fill(self, weights: list[np.ndarray], max_abs: float) -> None:
+        """Draw ``weights`` (of the layer sizes given at construction); ``max_abs`` is the
+        |w| that gets the widest edge."""
+        values = _flat_weights(weights)
+        widths, colours, order = _edge_styles(values, max_abs)
+        ends = [(self.pos[self.slots[k][0]], self.pos[self.slots[k][1]]) for k in order]
+        if self.lines is not None:
+            self.lines.set_segments(ends)
+            self.lines.set_linewidth(widths[order])
+            self.lines.set_colors([colours[k] for k in order])
+        for arrow, (start, end), k in zip(self.arrows, ends, order, strict=False):
+            arrow.set_positions(start, end)
+            arrow.set_linewidth(float(widths[k]))
+            arrow.set_color(colours[k])
+        for text, w in zip(self.edge_texts, values, strict=False):
+            text.set_text(_edge_label(float(w)))
+        if self.legend is not None:
+            self.legend.set_text(
+                f"green w > 0, red w ≤ 0; width ∝ |w| (widest: |w| = {max_abs:.3g}); "
+                f"{values.size} weights"
+            )
 
 
 def _draw_heatmaps(ax: Axes, weights: list[np.ndarray], max_abs: float | None) -> None:
@@ -371,8 +443,44 @@ def draw_network(
         _draw_heatmaps(ax, weights, max_abs)
     else:
         scale = max_abs if max_abs is not None and max_abs > 0 else max_abs_weight([weights])
-        _draw_graph(ax, weights, scale, edge_labels, node_labels, legend)
+        graph = GraphDrawing(ax, layer_sizes(weights), edge_labels, node_labels, legend)
+        graph.fill(weights, scale)
     return chosen
+
+
+def _network_figure(
+    figsize: tuple[float, float], subtitled: bool, dpi: float
+) -> tuple[Figure, Axes]:
+    """A figure for :func:`plot_network` and its axes, below room for the (sub)title."""
+    fig = new_figure(figsize, dpi=dpi, layout=None)  # axes placed by hand: no tick labels to fit
+    top = 1.0 - (0.75 if subtitled else 0.5) / figsize[1]
+    return fig, fig.add_axes((0.01, 0.06, 0.98, top - 0.06))
+
+
+def _heading(fig: Figure, title: str, subtitle: str | None) -> None:
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=12, y=0.995, va="top")
+
+
+class NetworkFigure:
+    """The figure of :func:`plot_network` in graph mode for networks of given layer sizes,
+    filled with one set of weights.
+
+    Built once for the layer sizes, a dpi and whether a subtitle is shown; :meth:`fill`
+    then draws one set of weights and the heading, as often as needed: a
+    :class:`~mlplab.plots.Painter` fills one figure with member after member.
+    """
+
+    def __init__(self, sizes: list[int], subtitled: bool, dpi: float = DEFAULT_DPI) -> None:
+        width = min(16.0, max(6.0, 2.0 * len(sizes) + 1.0))
+        figsize = (width, min(11.0, max(4.2, 3.0 + 0.2 * max(sizes))))
+        self.fig, ax = _network_figure(figsize, subtitled, dpi)
+        self.graph = GraphDrawing(ax, sizes)
+        self.graph.fix_label_angles()  # the axes are placed by hand, their limits set
+
+    def fill(self, weights: list[np.ndarray], title: str, subtitle: str | None) -> None:
+        """Draw ``weights`` (widest edge: their largest |w|) under ``title`` and ``subtitle``."""
+        self.graph.fill(weights, max_abs_weight([weights]))
+        _heading(self.fig, title, subtitle)
 
 
 def plot_network(
@@ -388,15 +496,11 @@ def plot_network(
     saved at ``dpi`` dots per inch.
     """
     sizes = layer_sizes(weights)
-    mode = network_layout_mode(weights)
-    if mode == "graph":
-        width = min(16.0, max(6.0, 2.0 * len(sizes) + 1.0))
-        figsize = (width, min(11.0, max(4.2, 3.0 + 0.2 * max(sizes))))
-    else:
-        figsize = (min(20.0, 3.6 * len(weights) + 1.0), 5.5)
-    fig = new_figure(figsize, dpi=dpi, layout=None)  # axes placed by hand: no tick labels to fit
-    top = 1.0 - (0.75 if subtitle else 0.5) / figsize[1]
-    ax = fig.add_axes((0.01, 0.06, 0.98, top - 0.06))
-    draw_network(ax, weights, mode=mode)
-    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=12, y=0.995, va="top")
+    if network_layout_mode(weights) == "graph":
+        figure = NetworkFigure(sizes, bool(subtitle), dpi)
+        figure.fill(weights, title, subtitle)
+        return save_figure(figure.fig, path)
+    fig, ax = _network_figure((min(20.0, 3.6 * len(weights) + 1.0), 5.5), bool(subtitle), dpi)
+    draw_network(ax, weights, mode="heatmap")
+    _heading(fig, title, subtitle)
     return save_figure(fig, path)

@@ -8,10 +8,19 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.collections import PathCollection
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from mlplab.plots._common import DEFAULT_DPI, as_2d, default_names, new_figure, save_figure
+from mlplab.plots._common import (
+    DEFAULT_DPI,
+    as_2d,
+    default_names,
+    new_figure,
+    rescale,
+    save_figure,
+)
 
 #: At most this many panels (outputs) are drawn; the title says when some are left out.
 MAX_PANELS = 16
@@ -98,54 +107,129 @@ def _confusion(fig: Figure, Y: np.ndarray, Y_pred: np.ndarray, names: list[str])
     ax.set_title(f"Confusion matrix: accuracy {accuracy:.1%} on {n} samples")
 
 
-def _output_vs_input(
-    axes: list[Axes],
-    X: np.ndarray,
-    Y: np.ndarray,
-    Y_pred: np.ndarray,
-    fnames: list[str],
-    tnames: list[str],
-    pairs: list[tuple[int, int]],
-    line: bool,
-) -> None:
-    """One panel per (input, output) pair: actual (blue) and predicted (red) against x."""
-    rows = _subsample(X.shape[0])
-    for n, (ax, (i, k)) in enumerate(zip(axes, pairs, strict=True)):
-        x = X[rows, i]
-        ax.scatter(x, Y[rows, k], color=_ACTUAL, s=14, label="Actual")
-        if line:
-            order = np.argsort(x, kind="stable")
-            ax.plot(x[order], Y_pred[rows, k][order], color=_PREDICTED, lw=2, label="Predicted")
+def _points(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The (x, y) pairs to scatter: those with both coordinates finite (as ``scatter``)."""
+    xy = np.column_stack([x, y])
+    return xy[np.isfinite(xy).all(axis=1)]
+
+
+def _r2(t: np.ndarray, p: np.ndarray) -> float:
+    """Coefficient of determination of predictions ``p`` of targets ``t`` (NaN if t is flat)."""
+    ss_tot = float(np.sum((t - t.mean()) ** 2))
+    return 1.0 - float(np.sum((t - p) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+
+
+class PredictionsFigure:
+    """Actual against predicted outputs for data of one shape, filled with one data set.
+
+    Built once for ``n_in`` inputs, ``n_out`` outputs and a dpi: the figure, its panels
+    and their (empty) series; :meth:`fill` then draws one data set into it (points, lines,
+    titles, labels, limits), as often as needed: a :class:`~mlplab.plots.Painter` fills
+    one figure with member after member. The layouts are those of
+    :func:`plot_predictions` for regression.
+    """
+
+    def __init__(self, n_in: int, n_out: int, dpi: float = DEFAULT_DPI) -> None:
+        self.shown = min(n_out, MAX_PANELS)
+        nrows, ncols = _grid_shape(self.shown)
+        #: One panel per output against an input (else: predicted against actual).
+        self.vs_input = n_in == 1 or (n_in == n_out and n_out <= 4)
+        self.line = n_in == 1
+        if self.vs_input:
+            if self.shown <= 2:  # stacked, as in the tutorial
+                nrows, ncols = self.shown, 1
+            figsize = (5.0 * ncols + 1.0, 3.4 * nrows + 0.6)
         else:
-            ax.scatter(x, Y_pred[rows, k], color=_PREDICTED, alpha=0.5, s=14, label="Predicted")
-        ax.set_title(f"Relationship between {fnames[i]} and {tnames[k]}", fontsize=10)
-        ax.set_xlabel(fnames[i])
-        ax.set_ylabel(tnames[k])
-        ax.grid(True, alpha=0.3)
-        if n == len(pairs) - 1:
-            ax.legend(loc="lower right", fontsize=8)
+            figsize = (3.6 * ncols + 0.6, 3.3 * nrows + 0.6)
+        self.fig = new_figure(figsize, dpi=dpi)
+        self.axes = _panels(self.fig, self.shown, nrows, ncols)
+        #: Per panel, the series filled by :meth:`fill`: actual points (against an input),
+        #: predicted points (scattered) and a line (the prediction against the only input,
+        #: or the y = x diagonal of predicted against actual).
+        self.actual: list[PathCollection] = []
+        self.predicted: list[PathCollection] = []
+        self.lines: list[Line2D] = []
+        for ax in self.axes:
+            if self.vs_input:
+                self.actual.append(ax.scatter([], [], color=_ACTUAL, s=14, label="Actual"))
+            if self.line:
+                self.lines += ax.plot([], [], color=_PREDICTED, lw=2, label="Predicted")
+            elif self.vs_input:
+                self.predicted.append(
+                    ax.scatter([], [], color=_PREDICTED, alpha=0.5, s=14, label="Predicted")
+                )
+            else:
+                self.predicted.append(ax.scatter([], [], color=_PREDICTED, alpha=0.5, s=10))
+                self.lines += ax.plot([], [], color="black", lw=1, ls="--", label="y = x")
+            ax.grid(True, alpha=0.3)
+        if self.vs_input:
+            self.axes[-1].legend(loc="lower right", fontsize=8)
+        # fill sets its text only: fig.suptitle would undo where constrained layout put it.
+        self.heading = self.fig.suptitle("")
+
+    def fill(
+        self, X: np.ndarray, Y: np.ndarray, Y_pred: np.ndarray, fnames: list[str], tnames: list[str]
+    ) -> None:
+        """Draw one data set (2-D arrays of the shapes given at construction) into the figure."""
+        rows = _subsample(X.shape[0])
+        if self.vs_input:
+            self._output_vs_input(X[rows], Y[rows], Y_pred[rows], fnames, tnames)
+            heading = "Actual vs predicted"
+        else:
+            self._predicted_vs_actual(Y, Y_pred, rows, tnames)
+            heading = "Predicted vs actual"
+        if self.shown < Y.shape[1]:
+            heading += f" (first {self.shown} of {Y.shape[1]} outputs shown)"
+        if X.shape[0] > MAX_POINTS:
+            heading += f"; {len(rows)} of {X.shape[0]} samples drawn"
+        self.heading.set_text(heading)
+        rescale(self.axes)
+
+    def _output_vs_input(
+        self, X: np.ndarray, Y: np.ndarray, Y_pred: np.ndarray, fnames: list[str], tnames: list[str]
+    ) -> None:
+        """Panel k: output k against input k (or the only input), actual blue, predicted red."""
+        for k, ax in enumerate(self.axes):
+            i = 0 if self.line else k
+            x = X[:, i]
+            self.actual[k].set_offsets(_points(x, Y[:, k]))
+            if self.line:
+                order = np.argsort(x, kind="stable")
+                self.lines[k].set_data(x[order], Y_pred[order, k])
+            else:
+                self.predicted[k].set_offsets(_points(x, Y_pred[:, k]))
+            ax.set_title(f"Relationship between {fnames[i]} and {tnames[k]}", fontsize=10)
+            ax.set_xlabel(fnames[i])
+            ax.set_ylabel(tnames[k])
+
+    def _predicted_vs_actual(
+        self, Y: np.ndarray, Y_pred: np.ndarray, rows: np.ndarray, tnames: list[str]
+    ) -> None:
+        """Panel k: predicted against actual output k, with the y = x diagonal."""
+        for k, ax in enumerate(self.axes):
+            t, p = Y[rows, k], Y_pred[rows, k]
+            self.predicted[k].set_offsets(_points(t, p))
+            both = np.concatenate([t, p])
+            both = both[np.isfinite(both)]
+            self.lines[k].set_visible(bool(both.size))  # no diagonal without a finite value
+            if both.size:
+                lo, hi = float(both.min()), float(both.max())
+                self.lines[k].set_data([lo, hi], [lo, hi])
+            ax.set_title(f"{tnames[k]} (R² {_r2(Y[:, k], Y_pred[:, k]):.3f})", fontsize=10)
+            ax.set_xlabel(f"actual {tnames[k]}")
+            ax.set_ylabel(f"predicted {tnames[k]}")
 
 
-def _predicted_vs_actual(
-    axes: list[Axes], Y: np.ndarray, Y_pred: np.ndarray, tnames: list[str], outputs: list[int]
-) -> None:
-    """One panel per output: predicted against actual, with the y = x diagonal."""
-    rows = _subsample(Y.shape[0])
-    for ax, k in zip(axes, outputs, strict=True):
-        t, p = Y[rows, k], Y_pred[rows, k]
-        ax.scatter(t, p, color=_PREDICTED, alpha=0.5, s=10)
-        both = np.concatenate([t, p])
-        both = both[np.isfinite(both)]
-        if both.size:
-            lo, hi = float(both.min()), float(both.max())
-            ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="y = x")
-        resid = Y[:, k] - Y_pred[:, k]
-        ss_tot = float(np.sum((Y[:, k] - Y[:, k].mean()) ** 2))
-        r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else float("nan")
-        ax.set_title(f"{tnames[k]} (R² {r2:.3f})", fontsize=10)
-        ax.set_xlabel(f"actual {tnames[k]}")
-        ax.set_ylabel(f"predicted {tnames[k]}")
-        ax.grid(True, alpha=0.3)
+def checked_inputs(
+    X: np.ndarray, Y: np.ndarray, Y_pred: np.ndarray, feature_names: list[str] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """``X``, ``Y``, ``Y_pred`` as 2-D float arrays (rows and shapes checked), and the
+    feature names (``X1 ..`` by default)."""
+    X = as_2d(X, "X")
+    Y = as_2d(Y, "Y")
+    Y_pred = as_2d(Y_pred, "Y_pred")
+    _check_rows(X, Y, Y_pred)
+    return X, Y, Y_pred, default_names("X", X.shape[1], feature_names, "feature_names")
 
 
 def plot_predictions(
@@ -172,42 +256,17 @@ def plot_predictions(
     most ``MAX_POINTS`` samples per panel. The figure is drawn and saved at ``dpi`` dots
     per inch.
     """
-    X = as_2d(X, "X")
-    Y = as_2d(Y, "Y")
-    Y_pred = as_2d(Y_pred, "Y_pred")
-    _check_rows(X, Y, Y_pred)
+    X, Y, Y_pred, fnames = checked_inputs(X, Y, Y_pred, feature_names)
     n_in, n_out = X.shape[1], Y.shape[1]
-    fnames = default_names("X", n_in, feature_names, "feature_names")
-
     if classification:
         k = max(n_out, 2)
         cnames = default_names("class ", k, target_names if n_out > 1 else None, "target_names")
         fig = new_figure((6.0 + 0.2 * min(k, 20), 5.0 + 0.15 * min(k, 20)), dpi=dpi)
         _confusion(fig, Y, Y_pred, cnames)
         return save_figure(fig, path)
-
-    tnames = default_names("Y", n_out, target_names, "target_names")
-    shown = min(n_out, MAX_PANELS)
-    outputs = list(range(shown))
-    nrows, ncols = _grid_shape(shown)
-    if n_in == 1 or (n_in == n_out and n_out <= 4):
-        heading = "Actual vs predicted"
-        pairs = [(0, k) if n_in == 1 else (k, k) for k in outputs]
-        if shown <= 2:  # stacked, as in the tutorial
-            nrows, ncols = shown, 1
-        fig = new_figure((5.0 * ncols + 1.0, 3.4 * nrows + 0.6), dpi=dpi)
-        axes = _panels(fig, shown, nrows, ncols)
-        _output_vs_input(axes, X, Y, Y_pred, fnames, tnames, pairs, line=n_in == 1)
-    else:
-        heading = "Predicted vs actual"
-        fig = new_figure((3.6 * ncols + 0.6, 3.3 * nrows + 0.6), dpi=dpi)
-        _predicted_vs_actual(_panels(fig, shown, nrows, ncols), Y, Y_pred, tnames, outputs)
-    if shown < n_out:
-        heading += f" (first {shown} of {n_out} outputs shown)"
-    if X.shape[0] > MAX_POINTS:
-        heading += f"; {len(_subsample(X.shape[0]))} of {X.shape[0]} samples drawn"
-    fig.suptitle(heading)
-    return save_figure(fig, path)
+    figure = PredictionsFigure(n_in, n_out, dpi)
+    figure.fill(X, Y, Y_pred, fnames, default_names("Y", n_out, target_names, "target_names"))
+    return save_figure(figure.fig, path)
 
 
 def _grid(X: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:

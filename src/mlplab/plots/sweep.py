@@ -166,3 +166,34 @@ def plot_objective(
     ax.grid(True, alpha=0.3)
     ax.set_title(f"{label} of {y.size} trials")
     return save_figure(fig, path)
+
+
+def plot_sweep_replicates(
+    reps: Sequence[dict[str, Any]],
+    path: str | Path,
+    metric: str = RANK_BY,
+    dpi: float = DEFAULT_DPI,
+) -> Path:
+    """Each config's mean ``metric`` across its seeds with its 95 % interval as error bars
+    (:func:`mlplab.report.replicate_rows`: best mean first), and the seeds' count."""
+    fig = new_figure((max(5.0, 0.9 * len(reps) + 2.5), 4.2), dpi=dpi)
+    ax = fig.add_subplot()
+    stats = ("n_seeds", f"mean_{metric}", f"std_{metric}", "ci95_low", "ci95_high", "best_run_id")
+    labels = [" ".join(f"{k}={v}" for k, v in r.items() if k not in stats) for r in reps]
+    mean = np.array([r[f"mean_{metric}"] for r in reps], dtype=float)
+    low = np.array([r["ci95_low"] for r in reps], dtype=float)
+    high = np.array([r["ci95_high"] for r in reps], dtype=float)
+    x = np.arange(len(reps))
+    err = np.nan_to_num(np.vstack([mean - low, high - mean]))  # one seed: no interval
+    ax.errorbar(x, mean, yerr=err, fmt="o", capsize=4, color="C0", label="mean, 95 % interval")
+    for xi, r in zip(x, reps, strict=True):
+        ax.annotate(f"n={r['n_seeds']}", (xi, mean[xi]), xytext=(6, 4), textcoords="offset points",
+                    fontsize=7)  # fmt: skip
+    ax.set_xticks(
+        x, labels, rotation=30 if len(reps) > 3 else 0, ha="right" if len(reps) > 3 else "center"
+    )
+    ax.set_ylabel(metric)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{metric} across seeds, per config (best mean first)", fontsize=10)
+    return save_figure(fig, path)

@@ -18,11 +18,12 @@ from __future__ import annotations
 from mlplab.config import TrackingConfig
 from mlplab.tracking.helper import BackgroundSink, Guard
 from mlplab.tracking.lifecycle import Recorder, RunSpec, tracked_run
-from mlplab.tracking.sink import ModelRequest, NullSink, Sink, flatten
+from mlplab.tracking.sink import DataSplit, ModelRequest, NullSink, Sink, flatten
 from mlplab.tracking.store import open_store, store_sink
 from mlplab.tracking.uris import CHECKED_STORES, check_store, configure_http, resolve_uri
 
 __all__ = [
+    "DataSplit",
     "Guard",
     "ModelRequest",
     "Recorder",

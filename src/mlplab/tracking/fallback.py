@@ -9,6 +9,7 @@ the run, the calls that had already succeeded included, is written to a folder::
     <hydra output dir>/mlflow-fallback/
         manifest.json     params, tags, metrics (key -> [[step, value, timestamp], ...]),
                           run name, experiment, original store and run id, status, times
+        inputs.pickle     the data splits logged as dataset inputs
         artifacts/        the run's artifact tree (config.yaml, weights/, plots/, model/ ...)
 
 One command recreates the run, with all of that and its final status, in a store::
@@ -27,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import pickle
 import shlex
 import shutil
 import sys
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from mlplab.errors import UserError
-from mlplab.tracking.sink import ModelRequest, Sink
+from mlplab.tracking.sink import DataSplit, ModelRequest, Sink
 from mlplab.tracking.store import open_store, save_model
 from mlplab.tracking.uris import configure_http, resolve_uri
 
@@ -46,6 +48,7 @@ FORMAT = "mlplab-fallback/1"
 MANIFEST = "manifest.json"
 ARTIFACTS = "artifacts"
 FOLDER_NAME = "mlflow-fallback"
+INPUTS = "inputs.pickle"
 
 
 def _now_ms() -> int:
@@ -105,6 +108,7 @@ class FallbackSink:
         # (source folder, artifact path inside the run) of every artifact call, in order
         self._artifacts: list[tuple[Path, str]] = []
         self._model: ModelRequest | None = None
+        self._inputs: list[DataSplit] = []
 
     @property
     def run_id(self) -> str | None:
@@ -137,6 +141,11 @@ class FallbackSink:
         for key, value in metrics.items():
             self.manifest["metrics"].setdefault(key, []).append([0, float(value), now])
         self._pass_on(lambda: self.inner.log_metrics(metrics))
+
+    def log_inputs(self, splits: Sequence[DataSplit]) -> None:
+        """The data splits as dataset inputs (``inputs.pickle`` in fallback mode)."""
+        self._inputs = list(splits)
+        self._pass_on(lambda: self.inner.log_inputs(splits))
 
     def log_artifacts(self, local_dir: Path) -> None:
         """Every file under ``local_dir`` at the root of the run's artifacts."""
@@ -221,6 +230,8 @@ class FallbackSink:
     def _write_manifest(self) -> None:
         self.manifest["run_id"] = self.run_id
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self._inputs:
+            (self.folder / INPUTS).write_bytes(pickle.dumps(self._inputs))
         tmp = self.folder / f".{MANIFEST}.tmp"
         tmp.write_text(json.dumps(self.manifest, indent=1))
         os.replace(tmp, self.folder / MANIFEST)
@@ -307,6 +318,8 @@ def import_folder(
     )
     try:
         store.log_recorded(run_id, manifest["metrics"])
+        if (folder / INPUTS).is_file():
+            store.log_inputs(run_id, pickle.loads((folder / INPUTS).read_bytes()))
         artifacts = folder / ARTIFACTS
         if artifacts.is_dir() and any(artifacts.iterdir()):
             store.log_artifacts(run_id, artifacts)

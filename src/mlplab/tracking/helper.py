@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlplab.tracking.sink import ModelRequest
+from mlplab.tracking.sink import DataSplit, ModelRequest
 from mlplab.tracking.store import open_store, store_sink
 
 if TYPE_CHECKING:
@@ -183,6 +183,10 @@ class BackgroundSink:
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Single-point metrics, step 0."""
         self._call("log_metrics", dict(metrics))
+
+    def log_inputs(self, splits: Sequence[DataSplit]) -> None:
+        """The data splits as dataset inputs."""
+        self._call("log_inputs", list(splits))
 
     def log_artifacts(self, local_dir: Path) -> None:
         """Every file under ``local_dir`` (read by the helper: leave them in place)."""

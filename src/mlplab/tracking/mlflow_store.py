@@ -17,19 +17,23 @@ import contextlib
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.numpy_dataset import from_numpy
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlplab import serving
 from mlplab.errors import TrackingError
-from mlplab.tracking.sink import ModelRequest
+from mlplab.tracking.sink import DataSplit, ModelRequest
+from mlplab.tracking.sqlite_store import MetricTable, split_last
 from mlplab.tracking.uris import (
     artifact_root_for,
     check_artifact_root,
@@ -91,6 +95,7 @@ class RunStore:
                 f"tracking.uri={uri!r}: the MLflow store cannot be opened ({first_line(exc)})"
             ) from None
         self._experiments: dict[str, str] = {}
+        self.table = MetricTable(uri) if uri.startswith("sqlite:") else None
 
     # -- writing -----------------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
@@ -150,8 +155,15 @@ class RunStore:
             self.client.log_batch(run_id, params=items[i : i + PARAM_CHUNK])
 
     def _log_points(self, run_id: str, points: Iterable[Metric]) -> None:
+        """Points in chunks of 1 000; into a SQLite store most of them with one INSERT
+        (:mod:`mlplab.tracking.sqlite_store`)."""
+        rest: Iterable[Metric] = points
+        if self.table is not None:
+            bulk, rest = split_last(list(points))
+            if bulk and not self.table.write(run_id, bulk):
+                rest = bulk + rest  # some were there already: log_batch skips those
         batch: list[Metric] = []
-        for point in points:
+        for point in rest:
             batch.append(point)
             if len(batch) == METRIC_CHUNK:
                 self.client.log_batch(run_id, metrics=batch)
@@ -172,7 +184,7 @@ class RunStore:
         self._log_points(
             run_id,
             (
-                Metric(key, value, now, step)
+                Metric(key, value, now, int(step))
                 for key, values in history.items()
                 for step, value in zip(
                     range(1, len(values) + 1) if steps is None else steps,
@@ -192,6 +204,20 @@ class RunStore:
                 for step, value, stamp in points
             ),
         )
+
+    def log_inputs(self, run_id: str, splits: Sequence[DataSplit]) -> None:
+        """The data splits as MLflow datasets (``mlflow.data.from_numpy``) with their context."""
+        inputs = []
+        for split in splits:
+            source: Any = split.path or CodeDatasetSource(tags=split.generator)
+            with warnings.catch_warnings():  # a local path: "can be interpreted in multiple ways"
+                warnings.simplefilter("ignore", UserWarning)
+                dataset = from_numpy(
+                    split.features, source, split.targets, split.name, split.digest
+                )
+            context = InputTag("mlflow.data.context", split.context)
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), [context]))
+        self.client.log_inputs(run_id, datasets=inputs)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Tags (values cut to MLflow's limit)."""
@@ -223,6 +249,14 @@ class RunStore:
         self.set_tags(run_id, {"failure_reason": reason})
         self.end_run(run_id, status)
         return True
+
+    def register_model(self, run_id: str, name: str, alias: str) -> str:
+        """Register the run's ``model/`` as a new version of model ``name``, with ``alias``."""
+        with contextlib.suppress(MlflowException):  # registered already
+            self.client.create_registered_model(name)
+        version = self.client.create_model_version(name, f"runs:/{run_id}/model", run_id)
+        self.client.set_registered_model_alias(name, alias, version.version)
+        return str(version.version)
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run (a half-written import)."""
@@ -263,14 +297,21 @@ class RunStore:
 
     def history(self, run_id: str, key: str) -> list[float]:
         """A metric's values in step order."""
+        if self.table is not None:
+            return self.table.history(run_id, key)
         points = self.client.get_metric_history(run_id, key)
-        return [m.value for m in sorted(points, key=lambda m: m.step)]
+        return [m.value for m in sorted(points, key=lambda m: (m.step, m.timestamp))]
 
     def read_text(self, run_id: str, path: str) -> str | None:
         """The text of one artifact file, or None if the run has none there."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.download(run_id, path, Path(tmp))
+            return local.read_text() if local else None
+
+    def download(self, run_id: str, path: str, dst: Path) -> Path | None:
+        """One artifact (file or folder) into ``dst``; None if the run has none there."""
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                return Path(self.client.download_artifacts(run_id, path, tmp)).read_text()
+            return Path(self.client.download_artifacts(run_id, path, str(dst)))
         except Exception:
             return None
 
@@ -316,6 +357,10 @@ class StoreSink:
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Single-point metrics, step 0."""
         self.store.log_metrics(self._run(), metrics)
+
+    def log_inputs(self, splits: Sequence[DataSplit]) -> None:
+        """The data splits as dataset inputs."""
+        self.store.log_inputs(self._run(), splits)
 
     def log_artifacts(self, local_dir: Path) -> None:
         """The folder's contents at the run's artifact root."""

@@ -10,7 +10,7 @@ another sink (the run lifecycle's :class:`~mlplab.tracking.lifecycle.Recorder` i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,20 @@ class ModelRequest:
     network: dict[str, Any]
     X_example: np.ndarray
     Y_example: np.ndarray
+
+
+@dataclass
+class DataSplit:
+    """One split of a run's data, logged as an MLflow dataset input."""
+
+    name: str
+    context: str  # training, validation or testing
+    digest: str
+    features: np.ndarray
+    targets: np.ndarray
+    #: the CSV file the data came from; None for a generator (described by ``generator``)
+    path: str | None = None
+    generator: dict[str, str] = field(default_factory=dict)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -59,6 +73,10 @@ class Sink(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Final (single-point) metrics."""
+        return None
+
+    def log_inputs(self, splits: Sequence[DataSplit]) -> None:
+        """The data splits, as MLflow dataset inputs."""
         return None
 
     def log_artifacts(self, local_dir: Path) -> None:
@@ -108,6 +126,10 @@ class Relay(Sink):
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Final metrics."""
         self.inner.log_metrics(metrics)
+
+    def log_inputs(self, splits: Sequence[DataSplit]) -> None:
+        """The data splits."""
+        self.inner.log_inputs(splits)
 
     def log_artifacts(self, local_dir: Path) -> None:
         """Every file under ``local_dir``."""

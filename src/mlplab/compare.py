@@ -1,0 +1,52 @@
+"""What differs between a run and its rerun: config keys, weights, the RMSE history.
+
+Pure functions on plain values, for ``make rerun``'s verdict (:mod:`pipelines.rerun`): a
+DIFFER names the config keys that changed, the largest |Δw| of each weight matrix and the
+first epoch where the train RMSE history departs (the config's and the environment's
+differences are :func:`mlplab.environment.differences` of their records).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mlplab.config import INJECTED_PREFIXES
+from mlplab.environment import differences
+
+Array = np.ndarray
+
+
+def config_differences(recorded: Mapping[str, Any], rerun: Mapping[str, Any]) -> list[str]:
+    """``key: old → new`` for each flattened config key that differs (tracking keys, which
+    say where the run is recorded, left out)."""
+
+    def kept(config: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in config.items() if not k.startswith(INJECTED_PREFIXES)}
+
+    return differences(kept(recorded), kept(rerun))
+
+
+def weight_differences(recorded: Sequence[Array], rerun: Sequence[Array]) -> list[str]:
+    """The largest |Δw| of each weight matrix (or why the matrices cannot be compared)."""
+    if len(recorded) != len(rerun):
+        return [f"{len(recorded)} weight matrices recorded, {len(rerun)} in the rerun"]
+    out = []
+    for layer, (a, b) in enumerate(zip(recorded, rerun, strict=True)):
+        if np.shape(a) != np.shape(b):
+            out.append(f"W{layer}: shape {np.shape(a)} recorded, {np.shape(b)} in the rerun")
+            continue
+        delta = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+        out.append(f"W{layer}: max |Δw| = {float(np.nanmax(delta)) if delta.size else 0.0:.3g}")
+    return out
+
+
+def history_departure(recorded: Array, rerun: Array) -> int | None:
+    """The first epoch (from 1) where two train RMSE histories differ; None if they agree."""
+    n = min(len(recorded), len(rerun))
+    unequal = np.flatnonzero(np.asarray(recorded[:n]) != np.asarray(rerun[:n]))
+    if unequal.size:
+        return int(unequal[0]) + 1
+    return None if len(recorded) == len(rerun) else n + 1

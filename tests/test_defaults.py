@@ -1,0 +1,58 @@
+"""The default tracking store: ``sqlite:///<repository>/mlflow.db``, or $MLFLOW_TRACKING_URI.
+
+conftest poisons ``MLFLOW_TRACKING_URI`` for every test (no test may touch the user's
+store), so these tests unset it themselves to see the real default. Nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from mlplab.config import Config
+from mlplab.tracking.uris import artifact_root_for, default_uri, resolve_uri
+
+DEFAULT = f"sqlite:///{ROOT / 'mlflow.db'}"  # README: tracking.uri null = this
+
+
+@pytest.fixture
+def no_env_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def test_the_default_store_is_mlflow_db_at_the_repository_root(no_env_uri: None) -> None:
+    assert ROOT.joinpath("pyproject.toml").is_file() and ROOT.joinpath("conf").is_dir()
+    assert DEFAULT.startswith("sqlite:////")  # four slashes: an absolute path
+    assert default_uri() == DEFAULT
+    assert resolve_uri(None) == resolve_uri("") == DEFAULT
+    # its artifacts live beside it, in mlartifacts/
+    assert artifact_root_for(DEFAULT) == (ROOT / "mlartifacts").as_uri()
+
+
+def test_a_run_composed_with_the_defaults_logs_to_the_default_store(
+    no_env_uri: None, make_cfg: Callable[..., Config]
+) -> None:
+    cfg = make_cfg()
+    assert cfg.tracking.uri == DEFAULT
+    assert (cfg.tracking.experiment, cfg.tracking.enabled) == ("mlplab", True)
+
+
+def test_mlflow_tracking_uri_overrides_the_default(
+    monkeypatch: pytest.MonkeyPatch, make_cfg: Callable[..., Config]
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5001")
+    assert default_uri() == "http://tracking.example:5001"
+    assert make_cfg().tracking.uri == "http://tracking.example:5001"
+    # tracking.uri given in the config wins over both
+    assert make_cfg("tracking.uri=sqlite:////tmp/x.db").tracking.uri == "sqlite:////tmp/x.db"
+
+
+def test_a_relative_sqlite_path_is_made_absolute(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve_uri("sqlite:///sub/m.db") == f"sqlite:///{tmp_path.resolve() / 'sub/m.db'}"
+    assert resolve_uri("http://h:1") == "http://h:1"
