@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -52,7 +53,14 @@ def fresh_store(factory: pytest.TempPathFactory) -> str:
     if not template.exists():
         fresh = factory.mktemp("template") / "mlflow.db"
         MlflowClient(f"sqlite:///{fresh}").search_experiments()
-        shutil.copyfile(fresh, template)
+        # mlplab keeps SQLite stores in WAL mode: the tables may still be in mlflow.db-wal,
+        # which copying mlflow.db alone would lose. SQLite's backup copies the database
+        # whole, and closing the last connection leaves it all in the one file.
+        with (
+            contextlib.closing(sqlite3.connect(fresh)) as source,
+            contextlib.closing(sqlite3.connect(template)) as copy,
+        ):
+            source.backup(copy)
     db = factory.mktemp("store") / "mlflow.db"
     shutil.copyfile(template, db)
     return f"sqlite:///{db}"

@@ -256,6 +256,10 @@ def test_max_relative_error() -> None:
     assert max_relative_error(a, b) == pytest.approx(0.3 / (0.5 + np.sqrt(0.1)), rel=1e-14)
     assert max_relative_error(b, b) == 0.0
     assert max_relative_error([np.zeros(3)], [np.zeros(3)]) == 0.0
+    # a NaN gradient anywhere (here in the second matrix, after a worse first one) is NaN:
+    # the check must fail, not skip the matrix
+    nan = [np.array([[0.3, -0.4]]), np.full((2, 2), np.nan)]
+    assert np.isnan(max_relative_error(nan, b)) and np.isnan(max_relative_error(b, nan))
 
 
 # -- the optimiser factory ---------------------------------------------------------------------

@@ -97,7 +97,12 @@ def _check_sweep(server: TrackingServer, experiment: str, tmp_path: Path) -> Non
         assert weights_sha256(load_weights(local)) == data.tags["weights_sha256"]
         stored = server.artifacts / exp.experiment_id / run_id / "artifacts"
         assert (stored / "weights" / "final.npz").is_file(), "not in --artifacts-destination"
-        assert (stored / "model" / "MLmodel").is_file()
+        # sweeps skip the children's models; the best child's is built and registered at
+        # the end, through the server too
+        best = child.info.run_id == parent.data.tags["best_run_id"]
+        assert (stored / "model" / "MLmodel").is_file() == best
+    registered = client.get_model_version_by_alias(experiment, "best")
+    assert registered.run_id == parent.data.tags["best_run_id"]
 
 
 def test_dead_server_fails_fast_naming_the_uri(tmp_path: Path) -> None:

@@ -53,8 +53,10 @@ def run_job(cfg: DictConfig) -> RunOutcome | None:
         log.exception("job %s crashed", " ".join(overrides))
         return None
     report(outcome, brief=multirun, uri=typed.tracking.uri)
-    if not multirun and outcome_status(outcome):
-        raise JobExit(outcome_status(outcome))
+    if not multirun:
+        code = outcome_status(outcome)
+        if code:
+            raise JobExit(code)
     return outcome
 
 

@@ -41,13 +41,14 @@ def numeric_gradients(
 
 
 def max_relative_error(a: list[Array], b: list[Array]) -> float:
-    """Largest ‖a − b‖ / (‖a‖ + ‖b‖) over the weight matrices (Frobenius norms)."""
-    worst = 0.0
+    """Largest ‖a − b‖ / (‖a‖ + ‖b‖) over the weight matrices (Frobenius norms); NaN when a
+    gradient is NaN, so that a broken backward pass never passes the check."""
+    errors = [0.0]
     for x, y in zip(a, b, strict=True):
         scale = float(np.linalg.norm(x) + np.linalg.norm(y))
-        if scale > 0:
-            worst = max(worst, float(np.linalg.norm(x - y)) / scale)
-    return worst
+        if scale != 0:  # NaN included
+            errors.append(float(np.linalg.norm(x - y)) / scale)
+    return float(np.max(errors))  # np.max propagates NaN (max() would drop it)
 
 
 def gradient_check(

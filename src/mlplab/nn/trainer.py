@@ -395,10 +395,7 @@ class _Book:
     def _slow_path(self, epoch: int, runner: _Runner, diverged: Any) -> Any:
         """Snapshots, validation and early stopping; returns the members that stop early."""
         alive = np.atleast_1d(np.logical_not(diverged))
-        for pos in np.flatnonzero(alive):
-            member = runner.ids[pos]
-            if epoch in self.settings[member].snapshot_epochs:
-                self.snapshots[member][epoch] = runner.net.member_weights(int(pos))
+        self._snapshot(epoch, runner, alive)
         if runner.validation is None:
             return False
         ids = np.array(runner.ids)
@@ -416,10 +413,18 @@ class _Book:
         self.wait[ids[watched & ~better]] += 1
         return watched & ~better & (self.wait[ids] >= self.patience[ids])
 
+    def _snapshot(self, epoch: int, runner: _Runner, alive: Array) -> None:
+        """The weights of the members (``alive``, by position) that want them at ``epoch``."""
+        for pos in np.flatnonzero(alive):
+            member = runner.ids[pos]
+            if epoch in self.settings[member].snapshot_epochs:
+                self.snapshots[member][epoch] = runner.net.member_weights(int(pos))
+
     def snapshot_start(self, runner: _Runner) -> None:
-        """The initial weights of the members that want a snapshot at epoch 0."""
+        """The initial weights of the members that want a snapshot at epoch 0 (snapshots
+        only: validation and early stopping begin with epoch 1)."""
         if 0 in self.snapshot_epochs:
-            self._slow_path(0, runner, np.zeros(len(runner.ids), dtype=bool))
+            self._snapshot(0, runner, np.ones(len(runner.ids), dtype=bool))
 
     def finish(self, member: int, pos: int, runner: _Runner, stop: _Stop, seconds: float) -> None:
         """The member's result: its weights now (the best ones with early stopping)."""
