@@ -217,7 +217,15 @@ class RunStore:
                 )
             context = InputTag("mlflow.data.context", split.context)
             inputs.append(DatasetInput(dataset._to_mlflow_entity(), [context]))
-        self.client.log_inputs(run_id, datasets=inputs)
+        try:
+            self.client.log_inputs(run_id, datasets=inputs)
+        except MlflowException as exc:
+            # Runs that log the same dataset at once (a sweep's jobs with one seed) race
+            # MLflow's get-or-create of its row (unique per experiment, name and digest);
+            # the failed call is rolled back whole, and a second one finds the row.
+            if "unique" not in str(exc).lower():
+                raise
+            self.client.log_inputs(run_id, datasets=inputs)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Tags (values cut to MLflow's limit)."""
