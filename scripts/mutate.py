@@ -262,8 +262,8 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ),
     (
         "mlplab.nn.trainer.xǁ_Bookǁsnapshot_start",
-        r"np\.zeros\(len\(runner\.ids\), (dtype=None)?\)|runner, None\)",
-        "no member has diverged before training: zeros of any type, or none, mean 'all alive'",
+        r"np\.(zeros|ones)\(len\(runner\.ids\), (dtype=None)?\)|runner, None\)",
+        "every member is alive before training: ones of any type select them all (np.flatnonzero)",
     ),
     (
         "mlplab.nn.trainer.xǁ_Runnerǁ_bind",
