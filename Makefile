@@ -10,6 +10,9 @@ UV := $(VENV)/.uv-$(UV_VERSION)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 EXTRAS ?= dev
 TEST_EXTRAS ?= dev,server,ray,slurm,browser
+# pytest-xdist workers of make test: most tests wait on subprocesses, servers and browsers,
+# so two workers keep the 2 cores busy; one test file stays on one worker (module fixtures)
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.synced
 TEST_STAMP := $(VENV)/.synced-test
 SWEEP ?= default
@@ -78,7 +81,7 @@ run: $(STAMP) ## run the pipeline once (the tutorial experiment); ARGS="key=valu
 	$(WITH_ARGS) pipelines/run.py
 
 test: $(TEST_STAMP) ## run the whole test suite (what CI runs; installs the server, ray, slurm and browser extras, PostgreSQL, Chromium)
-	$(WITH_ARGS) -m pytest
+	$(WITH_ARGS) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 sweep: $(STAMP) $(if $(launcher_extra),$(VENV)/.synced-$(launcher_extra)) ## a Hydra multirun of conf/sweep/$(SWEEP).yaml; LAUNCHER=ray|submitit_local|...; ARGS="..."
 	$(WITH_ARGS) pipelines/run.py --multirun '+sweep=$(SWEEP)' $(if $(LAUNCHER),'hydra/launcher=$(LAUNCHER)')

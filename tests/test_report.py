@@ -15,6 +15,7 @@ from mlplab.report import (
     ChildRecord,
     best_row,
     format_table,
+    replicate_rows,
     summary_rows,
     write_summary_csv,
 )
@@ -45,6 +46,37 @@ def _children() -> list[ChildRecord]:
             {"test_rmse": 0.1, "test_accuracy": 0.75, "epochs_run": 50.0},
         ),
     ]
+
+
+def test_replicates_give_each_config_its_mean_std_and_t_interval() -> None:
+    """Per config across seeds: the mean, the sample std and mean ± t(0.975, n−1)·std/√n,
+    with t from the printed table of Student's t (4 degrees of freedom: 2.7764) and from
+    scipy.stats; failed and non-finite runs don't count, a lone seed has no spread."""
+    from scipy.stats import t as student_t
+
+    lr1 = [0.10, 0.12, 0.11, 0.15, 0.09]
+    rows = [
+        {"run_id": f"a{i}", "status": "FINISHED", "lr": "0.1", "seed": str(i), "test_rmse": v}
+        for i, v in enumerate(lr1)
+    ]
+    rows += [
+        {"run_id": "b0", "status": "FINISHED", "lr": "0.5", "seed": "0", "test_rmse": 0.05},
+        {"run_id": "b1", "status": "FAILED", "lr": "0.5", "seed": "1", "test_rmse": 0.01},
+        {"run_id": "b2", "status": "FINISHED", "lr": "0.5", "seed": "2", "test_rmse": math.nan},
+    ]
+    best, other = replicate_rows(rows, ["lr", "seed"])
+    assert (best["lr"], best["n_seeds"], best["best_run_id"]) == ("0.5", 1, "b0")
+    assert best["mean_test_rmse"] == 0.05 and math.isnan(best["std_test_rmse"])
+    assert math.isnan(best["ci95_low"]) and math.isnan(best["ci95_high"])
+    mean = sum(lr1) / 5
+    std = math.sqrt(sum((v - mean) ** 2 for v in lr1) / 4)
+    assert (other["lr"], other["n_seeds"], other["best_run_id"]) == ("0.1", 5, "a4")
+    assert math.isclose(other["mean_test_rmse"], mean) and math.isclose(other["std_test_rmse"], std)
+    half = other["ci95_high"] - other["mean_test_rmse"]
+    assert math.isclose(other["mean_test_rmse"] - other["ci95_low"], half)
+    assert math.isclose(half, 2.7764 * std / math.sqrt(5), rel_tol=1e-4)
+    assert math.isclose(half, student_t.ppf(0.975, 4) * std / math.sqrt(5), rel_tol=1e-12)
+    assert replicate_rows(rows, ["lr"]) == []  # no seed swept: no replicates
 
 
 def test_rows_sorted_by_test_rmse_with_nan_and_failures_last() -> None:
