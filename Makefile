@@ -32,7 +32,9 @@ WITH_ARGS = $(PY) scripts/with_args.py
 comma := ,
 # $(call sync,<extras>[,--inexact]): install what uv.lock pins for the project (editable) and
 # <extras>. Exact by default (removes what the lock does not name); --inexact adds to it.
-sync = $(UV) sync --frozen --quiet $(2) $(addprefix --extra ,$(subst $(comma), ,$(1)))
+# Compiled to bytecode once, at install: where PYTHONDONTWRITEBYTECODE is set (these CI
+# machines) every process would otherwise compile MLflow, SQLAlchemy, ... from source again.
+sync = $(UV) sync --frozen --quiet --compile-bytecode $(2) $(addprefix --extra ,$(subst $(comma), ,$(1)))
 # The extra a launcher needs: make sweep LAUNCHER=ray|submitit_local|submitit_slurm|joblib|basic
 launcher_extra = $(if $(filter ray,$(LAUNCHER)),ray,$(if $(filter submitit_%,$(LAUNCHER)),slurm))
 # torch as the bench extra pins it (pip takes the machine's CPU wheel; see pyproject.toml)
