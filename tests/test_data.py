@@ -336,6 +336,27 @@ def test_a_generator_giving_non_finite_values_is_refused():
     assert str(info.value) == "data.name=sine: the data contain NaN or infinite values"
 
 
+@pytest.mark.parametrize("column", ["a", "y"])
+def test_a_value_beyond_the_training_dtype_is_refused(tmp_path, column):
+    """Found by the CSV fuzzer: 3.4028235677973366e38 is finite in float64 but becomes inf in
+    float32. It is refused for float32 (features or targets) and read as written in float64;
+    the largest float32 itself is accepted."""
+    big = "3.4028235677973366e+38"
+    rows = {"a": f"{big},0\n1,1\n", "y": f"0,{big}\n1,1\n"}[column]
+    cfg = DataConfig(name="csv", path=_csv(tmp_path, "a,y\n" + rows), test_fraction=0.0)
+    with pytest.raises(DataError) as info:
+        generate(cfg, np.random.default_rng(0), "float32")
+    assert str(info.value) == (
+        "data.name=csv: a value is beyond the range of train.dtype=float32 (±3.4028235e+38)"
+    )
+    d = generate(cfg, np.random.default_rng(0), "float64")
+    assert float(big) in np.concatenate([d.X_train.ravel(), d.Y_train.ravel()])
+    edge = f"{float(np.finfo(np.float32).max)!r}"
+    ok = DataConfig(name="csv", path=_csv(tmp_path, f"a,y\n{edge},0\n1,1\n"), test_fraction=0)
+    d = generate(ok, np.random.default_rng(0), "float32")
+    assert np.isfinite(d.X_train).all() and np.finfo(np.float32).max in d.X_train
+
+
 def test_the_tutorial_maps_each_input_to_one_output():
     with pytest.raises(DataError) as info:
         generate(DataConfig(n_outputs=3), np.random.default_rng(0))

@@ -270,6 +270,12 @@ def generate(cfg: DataParams, rng: np.random.Generator, dtype: str = "float64") 
         X = (X - mean) / std
         scaling = {"mean": mean.tolist(), "std": std.tolist()}
     dt = np.dtype(dtype)
+    with np.errstate(over="ignore"):  # the overflow is the error reported here
+        if not (np.isfinite(X.astype(dt)).all() and np.isfinite(Y.astype(dt)).all()):
+            raise DataError(
+                f"data.name={cfg.name}: a value is beyond the range of train.dtype={dt.name} "
+                f"(±{np.finfo(dt).max:.8g})"
+            )
 
     def part(A: Array, idx: Array) -> Array:
         return np.ascontiguousarray(A[idx], dtype=dt)
