@@ -13,7 +13,7 @@ from pathlib import Path
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, artifact_paths, wait_for_run
+from conftest import ROOT, artifact_paths, fresh_store, wait_for_run
 from mlplab.pipeline import run
 from mlplab.tracking import make_sink
 from mlplab.tracking.fallback import FOLDER_NAME
@@ -54,8 +54,13 @@ def test_helper_and_in_process_record_the_same_run(make_cfg, store, tmp_path):
     assert ra == rb
 
 
-def test_helper_that_dies_mid_run_leaves_a_complete_fallback(make_cfg, store, tmp_path):
-    """The store fails after training: the run FINISHED, its record in the fallback folder."""
+def test_helper_that_dies_mid_run_leaves_a_complete_fallback(make_cfg, tmp_path_factory, tmp_path):
+    """The store fails after training: the run FINISHED, its record in the fallback folder.
+
+    The store's tables exist before the run: the sink's calls are asynchronous, so the kill
+    could otherwise land while the helper is still creating a fresh store (MLflow's schema
+    migration, which a killed process leaves half done; not what this test is about)."""
+    store = fresh_store(tmp_path_factory)
     cfg = make_cfg("train.epochs=50", "plot.enabled=false", f"tracking.uri={store}")
     sink = make_sink(cfg.tracking)
     assert isinstance(sink, BackgroundSink)
