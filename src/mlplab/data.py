@@ -271,14 +271,15 @@ def generate(cfg: DataParams, rng: np.random.Generator, dtype: str = "float64") 
         scaling = {"mean": mean.tolist(), "std": std.tolist()}
     dt = np.dtype(dtype)
     with np.errstate(over="ignore"):  # the overflow is the error reported here
-        if not (np.isfinite(X.astype(dt)).all() and np.isfinite(Y.astype(dt)).all()):
-            raise DataError(
-                f"data.name={cfg.name}: a value is beyond the range of train.dtype={dt.name} "
-                f"(±{np.finfo(dt).max:.8g})"
-            )
+        X, Y = X.astype(dt), Y.astype(dt)
+    if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+        raise DataError(
+            f"data.name={cfg.name}: a value is beyond the range of train.dtype={dt.name} "
+            f"(±{np.finfo(dt).max:.8g})"
+        )
 
     def part(A: Array, idx: Array) -> Array:
-        return np.ascontiguousarray(A[idx], dtype=dt)
+        return np.ascontiguousarray(A[idx])
 
     return Dataset(
         part(X, tr),
