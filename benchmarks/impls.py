@@ -350,6 +350,45 @@ def large_bare(n: int, dtype: str, epochs: int) -> Result:
     return {"epoch_seconds": np.diff(marks).tolist(), "final_rmse": math.sqrt(sse / Y.size)}
 
 
+def large_products(n: int, dtype: str, epochs: int) -> Result:
+    """The ceiling of any NumPy implementation of the large net: its matrix products alone.
+
+    Per batch, the eight products of ``mlplab.nn``'s training step, in its layout (one
+    sample per column, the bias row folded into each product, the batch a transposed view
+    of the data): 3 forward products, 3 weight gradients, 2 back-propagated errors. Nothing
+    runs between them (no activation, no update, no shuffle), so no implementation that
+    calls NumPy for these products can train an epoch faster on the same machine.
+    """
+    X, _, weights = large_problem(n, dtype)
+    Xb = np.hstack([np.ones((n, 1), dtype), X])  # one sample per row, bias column first
+    WT = [W.T for W in weights]
+    rows = [W[1:] for W in weights]
+    bufs: dict[int, tuple[list[Array], list[Array]]] = {}
+
+    def buffers(m: int) -> tuple[list[Array], list[Array]]:
+        if m not in bufs:  # activations with their bias row, and the errors of each layer
+            acts = [np.ones((W.shape[0], m), dtype) for W in weights]
+            bufs[m] = acts, [np.full((W.shape[1], m), 0.01, dtype) for W in weights]
+        return bufs[m]
+
+    G = [np.empty_like(W) for W in weights]
+    dot, L = np.dot, len(weights)
+    marks, mark = _epoch_timer()
+    for _ in range(epochs):
+        for start in range(0, n, LARGE_BATCH):
+            xT = Xb[start : start + LARGE_BATCH].T
+            acts, deltas = buffers(xT.shape[1])
+            acts[0] = xT
+            for l in range(L):  # forward: Zᵀ = Wᵀ Aᵀ (into the errors' buffers: no matter)
+                dot(WT[l], acts[l], deltas[l])
+            for l in range(L - 1, 0, -1):  # backward: the gradient, then the error below
+                dot(acts[l], deltas[l].T, G[l])
+                dot(rows[l], deltas[l], deltas[l - 1])
+            dot(xT, deltas[0].T, G[0])
+        mark()
+    return {"epoch_seconds": np.diff(marks).tolist()}  # it trains nothing: no RMSE
+
+
 def large_sklearn(n: int, dtype: str, epochs: int) -> Result:
     """MLPRegressor(256, 256), relu, sgd, batch 256, no momentum; one partial_fit per epoch."""
     from sklearn.neural_network import MLPRegressor
@@ -537,4 +576,10 @@ TUTORIAL = {
     "sklearn": tutorial_sklearn,
     "torch": tutorial_torch,
 }
-LARGE = {"ours": large_ours, "bare": large_bare, "sklearn": large_sklearn, "torch": large_torch}
+LARGE = {
+    "ours": large_ours,
+    "bare": large_bare,
+    "products": large_products,
+    "sklearn": large_sklearn,
+    "torch": large_torch,
+}

@@ -60,13 +60,14 @@ PY = sys.executable
 SCHEMA = "mlplab-bench/2"
 
 TUTORIAL_IMPLS = ("ours", "bare", "textbook", "sklearn", "torch")
-LARGE_IMPLS = ("ours", "bare", "sklearn", "torch")
+LARGE_IMPLS = ("ours", "bare", "products", "sklearn", "torch")
 ALL_CASES = ("tutorial", "large", "population", "tracking", "sweep", "sweep64", "long")
 QUICK_CASES = ("tutorial", "large", "population")
 OPTIONAL = {"sklearn": "sklearn", "torch": "torch"}  # contestant -> module it needs
 LABELS = {
     "ours": "mlplab.nn.fit",
     "bare": "bare NumPy loop (floor)",
+    "products": "its matrix products alone (ceiling)",
     "textbook": "textbook NumPy (allocating)",
     "sklearn": "scikit-learn MLPRegressor",
     "torch": "PyTorch (CPU)",
@@ -263,9 +264,10 @@ def run_command(
     env: dict[str, str] | None = None,
     keep_lines: bool = False,
 ) -> dict[str, Any]:
-    """Wall time of a whole command (start to exit) and its peak RSS (the largest of it and
-    the children it waited for); with ``keep_lines``, every output line (stdout and stderr)
-    with the second it arrived, and the start as a Unix time."""
+    """Wall time of a whole command (start to exit), its CPU time and peak RSS (``wait4``:
+    of it and the children it waited for, its helper and worker processes); with
+    ``keep_lines``, every output line (stdout and stderr) with the second it arrived, and
+    the start as a Unix time."""
     started, t0 = time.time(), time.perf_counter()
     proc = subprocess.Popen(
         list(args),
@@ -297,7 +299,11 @@ def run_command(
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     reader.join(timeout=10)  # a grandchild may hold the pipe: don't wait for it
-    out: dict[str, Any] = {"wall": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
+    out: dict[str, Any] = {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+    }
     if wall >= timeout:
         return {"error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
@@ -412,6 +418,10 @@ def _summarise(
 
 def _wall(r: dict[str, Any]) -> float:
     return float(r["wall"])
+
+
+def _cpu(r: dict[str, Any]) -> float:
+    return float(r["cpu"])
 
 
 def _median(entry: dict[str, Any] | None) -> float | None:
@@ -817,11 +827,17 @@ def sweep_children(runs: Sequence[dict[str, Any]], jobs: int, sweeps: int) -> di
 
 
 def summarise_sweep64(
-    runs: dict[str, list[dict[str, Any]]], store: dict[str, Any], jobs: int
+    runs: dict[str, list[dict[str, Any]]],
+    store: dict[str, Any],
+    jobs: int,
+    cores: int | None = os.cpu_count(),
 ) -> dict[str, Any]:
     """Wall times, their ratio (of medians, and rep by rep), the sweep's phases (medians),
-    its peak memory, and the children's records."""
+    its peak memory, the children's records, and CPU times: the sweep's CPU seconds over
+    ``cores`` is the least wall time they allow on this machine (``cpu_floor``)."""
     results = {name: _summarise(r, _wall) for name, r in runs.items()}
+    cpu = {name: _summarise([x for x in r if "cpu" in x], _cpu) for name, r in runs.items()}
+    sweep_cpu = _median(cpu.get("sweep"))
     pairs = zip(runs.get("sweep", []), runs.get("run", []), strict=False)
     good = [s for s in runs.get("sweep", []) if "error" not in s]
     phases = {
@@ -837,6 +853,9 @@ def summarise_sweep64(
         "paired_ratios": [s["wall"] / r["wall"] for s, r in pairs if "error" not in s | r],
         "phases": phases,
         "peak_rss_mib": _summarise(good, lambda r: r["peak_rss_mib"]),
+        "cpu_seconds": cpu,
+        "cores": cores,
+        "cpu_floor": sweep_cpu / cores if sweep_cpu is not None and cores else None,
     }
     if "error" in store:
         out["children"] = {"error": store["error"], "fraction": None}
@@ -1271,6 +1290,7 @@ def _md_sweep64(c: dict[str, Any]) -> list[str]:
         f"| one run | {_cell(r.get('run'))} |",
         f"| sweep / run | {_fmt(c.get('ratio'))} × (rep by rep: {paired or '–'}) |",
         f"| the sweep's peak RSS (MiB) | {_cell(c.get('peak_rss_mib'))} |",
+        *_md_cpu(c),
         "",
         f"Children with a complete record: {ch.get('complete', '–')} of {ch.get('expected', '–')}"
         f" (sweeps: {ch.get('parents', '–')})"
@@ -1285,6 +1305,20 @@ def _md_sweep64(c: dict[str, Any]) -> list[str]:
     ]
     lines += [f"| {SWEEP_PHASES[k]} | {_fmt(v)} |" for k, v in c["phases"].items()]
     return [*lines, ""]
+
+
+def _md_cpu(c: dict[str, Any]) -> list[str]:
+    """The sweep64 rows of CPU time, and the wall time it allows at best (CPU / cores)."""
+    cpu, floor = c.get("cpu_seconds", {}), c.get("cpu_floor")
+    if floor is None:
+        return []
+    run = _median(c["results"].get("run"))
+    return [
+        f"| CPU seconds, all its processes: the sweep | {_cell(cpu.get('sweep'))} |",
+        f"| CPU seconds, all its processes: one run | {_cell(cpu.get('run'))} |",
+        f"| the least wall time the sweep's CPU allows on {c['cores']} cores (CPU / cores) "
+        f"| {_fmt(floor)} ({_fmt(_ratio(floor, run))} × one run) |",
+    ]
 
 
 def _md_long(c: dict[str, Any]) -> list[str]:
@@ -1381,7 +1415,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"{','.join(QUICK_CASES)})",
     )
     p.add_argument(
-        "--impls", default=",".join(TUTORIAL_IMPLS), help="contestants to run (default: all)"
+        "--impls",
+        default=",".join(dict.fromkeys(TUTORIAL_IMPLS + LARGE_IMPLS)),
+        help="contestants to run (default: all)",
     )
     for key in ("tutorial-epochs", "large-n", "large-epochs", "population-epochs"):
         p.add_argument(f"--{key}", type=int)

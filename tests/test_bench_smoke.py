@@ -103,7 +103,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str
             "--cases",
             "tutorial,large,population",
             "--impls",
-            "ours,bare",
+            "ours,bare,products",
             "--tutorial-epochs",
             "50",
             "--large-n",
@@ -156,9 +156,12 @@ def test_quick_tutorial_and_large_cases(quick: tuple[dict[str, Any], str, str]) 
     assert large["n"] == 300 and large["flops_per_epoch"] > 0
     for dtype in ("float32", "float64"):
         assert large["peak_gflops"][dtype]["best"] > 0
-        assert set(large["dtypes"][dtype]) == {"ours", "bare"}
+        assert set(large["dtypes"][dtype]) == {"ours", "bare", "products"}
         for entry in large["dtypes"][dtype].values():
             assert entry["n"] == 1 and entry["gflops"] > 0 and entry["peak_fraction"] > 0
+        # the ceiling trains nothing: it has no RMSE, the contestants that train have one
+        assert "final_rmse" not in large["dtypes"][dtype]["products"]
+        assert "final_rmse" in large["dtypes"][dtype]["ours"]
 
 
 def test_quick_population_case(quick: tuple[dict[str, Any], str, str]) -> None:
@@ -360,14 +363,36 @@ def test_sweep_phases_split_the_wall_time_at_the_marks(tmp_path: Path) -> None:
 def test_sweep64_summary_and_its_targets() -> None:
     runs = {
         "sweep": [
-            {"wall": 30.0, "peak_rss_mib": 400.0, "phases": {"parent": 8.0, "exit": 22.0}},
-            {"wall": 24.0, "peak_rss_mib": 380.0, "phases": {"parent": 6.0, "exit": 18.0}},
+            {
+                "wall": 30.0,
+                "cpu": 50.0,
+                "peak_rss_mib": 400.0,
+                "phases": {"parent": 8.0, "exit": 22.0},
+            },
+            {
+                "wall": 24.0,
+                "cpu": 46.0,
+                "peak_rss_mib": 380.0,
+                "phases": {"parent": 6.0, "exit": 18.0},
+            },
             {"error": "exit 1: boom", "wall": 3.0},
         ],
-        "run": [{"wall": 10.0}, {"wall": 14.0}, {"wall": 12.0}],
+        "run": [
+            {"wall": 10.0, "cpu": 9.0},
+            {"wall": 14.0, "cpu": 11.0},
+            {"wall": 12.0, "cpu": 10.0},
+        ],
     }
-    s64 = bench.summarise_sweep64(runs, {"runs": _sweep_store(3, 2, 0)}, jobs=3)
+    s64 = bench.summarise_sweep64(runs, {"runs": _sweep_store(3, 2, 0)}, jobs=3, cores=2)
     assert s64["results"]["sweep"]["errors"] == ["exit 1: boom"]
+    # CPU of all the sweep's processes: the median over the good sweeps, over 2 cores
+    assert s64["cpu_seconds"]["sweep"]["median"] == 48.0
+    assert s64["cpu_seconds"]["run"]["median"] == 10.0
+    assert s64["cpu_floor"] == 24.0
+    assert (
+        "| the least wall time the sweep's CPU allows on 2 cores (CPU / cores) | 24 (2 × one run) |"
+        in "\n".join(bench._md_sweep64(s64))
+    )
     assert s64["ratio"] == pytest.approx(27.0 / 12.0)  # medians of the good samples
     assert s64["paired_ratios"] == pytest.approx([3.0, 24.0 / 14.0])
     assert s64["phases"] == {"parent": 7.0, "exit": 20.0}
@@ -458,8 +483,15 @@ def test_run_command_times_a_command_and_keeps_its_lines() -> None:
     assert sorted(text for _, text in res["lines"]) == ["one", "two"]
     assert bench.run_command([sys.executable, "-c", "pass"], timeout=30).keys() == {
         "wall",
+        "cpu",
         "peak_rss_mib",
     }
+    # CPU time counts the children the command waited for; a sleep costs wall time, not CPU
+    burn = "x = 0\nfor i in range(3 * 10**7): x += i"
+    spawn = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"
+    busy = bench.run_command([sys.executable, "-c", spawn])
+    idle = bench.run_command([sys.executable, "-c", "import time; time.sleep(1.0)"])
+    assert busy["cpu"] > 0.5 and idle["wall"] >= 1.0 and idle["cpu"] < 0.5
     assert bench.run_command([sys.executable, "-c", "import time; time.sleep(30)"], timeout=1) == {
         "error": "timed out after 1 s"
     }
