@@ -201,39 +201,6 @@ def test_a_sweep_trains_one_population_and_each_member_is_its_config_alone(
     assert "early_stopping" in stops  # some members stopped early, on their own epochs
 
 
-def test_a_sweep_with_figures_prepares_its_jobs_in_the_figure_workers(tmp_path: Path) -> None:
-    """With figures on, the figure workers prepare the jobs (each in its Hydra job context,
-    there) before they draw: every job keeps its folder, ``.hydra/`` and log, a refused job
-    is recorded FAILED from there, and a member is still its config alone, bit for bit."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep_dir = tmp_path / "multirun"
-    proc = run_cli(
-        "--multirun", "+sweep=base", *POPULATION, "seed=0,1", "optimizer.lr=0.01,-1",
-        f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}", "tracking.register_best=false",
-        timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # 2 jobs refused
-    for num in range(4):  # seed=0,1 × optimizer.lr=0.01,-1, in Hydra's order
-        (job,) = sweep_dir.glob(f"{num}-*")
-        overrides = list(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
-        assert f"seed={num // 2}" in overrides
-        assert OmegaConf.load(job / ".hydra" / "config.yaml").seed == num // 2
-        assert OmegaConf.load(job / ".hydra" / "hydra.yaml").hydra.job.num == num
-        refused = "optimizer.lr=-1.0 is not allowed" in (job / "run.log").read_text()
-        assert refused == ("optimizer.lr=-1" in overrides) == (num % 2 == 1), job
-    parent, children = _children(uri)
-    assert parent.info.status == "FAILED" and len(children) == 4
-    failed = [c for c in children if c.info.status == "FAILED"]
-    assert sorted(c.data.params["seed"] for c in failed) == ["0", "1"]
-    assert all("optimizer.lr=-1.0" in c.data.tags["failure_reason"] for c in failed)
-    for child in (c for c in children if c.info.status == "FINISHED"):
-        seed = child.data.params["seed"]
-        files = {a.path for a in MlflowClient(uri).list_artifacts(child.info.run_id, "plots")}
-        assert {"plots/rmse.png", "plots/predictions.png", "plots/network.png"} <= files
-        alone = _alone(*POPULATION, f"seed={seed}", "optimizer.lr=0.01", tmp=tmp_path / seed)
-        assert child.data.tags["weights_sha256"] == alone, seed
-
-
 def test_a_mixed_sweep_makes_two_groups_and_records_every_run(tmp_path: Path) -> None:
     proc, uri = _sweep(
         tmp_path, "+sweep=base", "model.hidden=[2],[4]", "seed=0,1", "train.epochs=30"

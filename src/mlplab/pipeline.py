@@ -67,8 +67,7 @@ Array = np.ndarray
 log = logging.getLogger("mlplab")
 #: The tag holding a run's own overrides (a sweep's report reads them from it).
 OVERRIDES_TAG = "mlplab.overrides"
-#: Processes drawing a population's figures (two cores here: this process records meanwhile);
-#: the population launcher has them prepare its jobs first.
+#: Processes drawing a population's figures (two cores here: this process records meanwhile).
 FIGURE_WORKERS = 2
 
 
@@ -605,15 +604,15 @@ def _quiet_worker() -> None:
 
 
 def _warm_up() -> None:
-    """A figure worker's imports and painter, made while the launcher composes the jobs."""
+    """A figure worker's imports and painter, made while the jobs are being prepared."""
     _painter()
 
 
 @contextlib.contextmanager
 def figure_workers() -> Iterator[ProcessPoolExecutor]:
     """The processes that draw a population's figures (each with its own painter), started
-    at once so that their imports overlap the composition of the jobs (the population
-    launcher then has them prepare the jobs). An interrupt drops the tasks not started yet."""
+    at once so that their imports overlap the preparation of the jobs. An interrupt drops
+    the figures not started yet."""
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(FIGURE_WORKERS, mp_context=spawn, initializer=_quiet_worker) as pool:
         for _ in range(FIGURE_WORKERS):

@@ -4,11 +4,7 @@ Hydra finds this launcher as it finds joblib's or Ray's: in the ``hydra_plugins`
 package of an installed distribution. :meth:`PopulationLauncher.launch` runs in two phases:
 
 1. every job in Hydra's job context (its output folder, ``.hydra/``, logging), with
-   :func:`mlplab.population.prepare_job` as the task: config, data and initial weights.
-   When the sweep draws figures, the processes that will draw them prepare the jobs first,
-   a few at a time, as Hydra's joblib launcher runs jobs in its workers (this process
-   composes each job's config and gets the prepared jobs back): the two cores share the
-   work that one did, about 4 s of a 64-job sweep;
+   :func:`mlplab.population.prepare_job` as the task: config, data and initial weights;
 2. :func:`mlplab.population.run_jobs`: the jobs whose networks stack trained as one
    population, every member recorded as a run of its own.
 
@@ -21,7 +17,6 @@ import contextlib
 import copy
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +30,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import (
     JobReturn,
-    JobRuntime,
     JobStatus,
     configure_log,
     filter_overrides,
@@ -46,8 +40,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from mlplab.config import register_configs
-from mlplab.pipeline import FIGURE_WORKERS, figure_workers
+from mlplab.pipeline import figure_workers
 from mlplab.population import prepare_job, run_jobs
 
 log = logging.getLogger(__name__)
@@ -175,7 +168,7 @@ class PopulationLauncher(Launcher):
         plots = OmegaConf.select(self.config, "plot.enabled", default=True)
         plots = plots and len(job_overrides) > 1
         with figure_workers() if plots else contextlib.nullcontext() as pool:
-            returns = self._prepare(job_overrides, initial_job_idx, pool)
+            returns = self._prepare(job_overrides, initial_job_idx)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             ready = [r for r in returns if r.status == JobStatus.COMPLETED and r.return_value]
             outcomes = run_jobs([r.return_value for r in ready], pool)
@@ -187,15 +180,11 @@ class PopulationLauncher(Launcher):
         return returns
 
     def _prepare(
-        self,
-        job_overrides: Sequence[Sequence[str]],
-        initial_job_idx: int,
-        pool: ProcessPoolExecutor | None,
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> list[JobReturn]:
-        """Phase 1: each job in its Hydra job context, prepared (nothing trained), here or
-        by ``pool``'s workers."""
+        """Phase 1: each job in its Hydra job context, prepared (nothing trained)."""
         assert self.config is not None and self.hydra_context is not None
-        configs = []
+        returns = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             sweep_config = self.hydra_context.config_loader.load_sweep_config(
@@ -204,46 +193,13 @@ class PopulationLauncher(Launcher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
-            configs.append(sweep_config)
-        if pool is None or len(configs) < 2:
-            return prepare_jobs(configs, self.hydra_context)
-        # a few jobs per task: the workers share them evenly, an interrupt waits for few
-        size = -(-len(configs) // (4 * FIGURE_WORKERS))
-        callbacks, runtime = self.hydra_context.callbacks, JobRuntime.instance().conf
-        parts = [
-            pool.submit(prepare_in_worker, configs[i : i + size], callbacks, runtime)
-            for i in range(0, len(configs), size)
-        ]
-        return [ret for part in parts for ret in part.result()]
-
-
-def prepare_jobs(configs: Sequence[DictConfig], hydra_context: HydraContext) -> list[JobReturn]:
-    """Phase 1 for ``configs`` in this process, in order: each job in Hydra's job context."""
-    return [
-        run_job(
-            hydra_context=hydra_context,
-            task_function=prepare_job,
-            config=config,
-            job_dir_key="hydra.sweep.dir",
-            job_subdir_key="hydra.sweep.subdir",
-        )
-        for config in configs
-    ]
-
-
-def prepare_in_worker(
-    configs: Sequence[DictConfig], callbacks: Any, runtime: DictConfig
-) -> list[JobReturn]:
-    """:func:`prepare_jobs` in a worker process, as Hydra's joblib launcher runs its jobs:
-    Hydra's resolvers and mlplab's registered first (a job's folder name uses
-    ``mlplab.job_dir``), the task's name as the launcher's process has it, the launcher's
-    callbacks (copies: the sweep callback leaves its parent run behind). The worker then
-    logs as Hydra does, not into the last job's log file."""
-    setup_globals()
-    register_configs()
-    JobRuntime.instance().conf = runtime
-    context = HydraContext(config_loader=None, callbacks=callbacks)  # type: ignore[arg-type]
-    try:
-        return prepare_jobs(configs, context)
-    finally:
-        configure_log(configs[0].hydra.hydra_logging, configs[0].hydra.verbose)
+            returns.append(
+                run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=prepare_job,
+                    config=sweep_config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            )
+        return returns
