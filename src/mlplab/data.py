@@ -271,7 +271,7 @@ def generate(cfg: DataParams, rng: np.random.Generator, dtype: str = "float64") 
         scaling = {"mean": mean.tolist(), "std": std.tolist()}
     dt = np.dtype(dtype)
     with np.errstate(over="ignore"):  # the overflow is the error reported here
-        X, Y = X.astype(dt), Y.astype(dt)
+        X, Y = X.astype(dt, copy=False), Y.astype(dt, copy=False)  # the splits copy
     if not (np.isfinite(X).all() and np.isfinite(Y).all()):
         raise DataError(
             f"data.name={cfg.name}: a value is beyond the range of train.dtype={dt.name} "
