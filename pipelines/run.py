@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import sys
 
+from mlplab.tracking.helper import prestart
+
+prestart()  # first: the tracking helper imports MLflow while we import and compose
+
 import hydra
 from omegaconf import DictConfig
 

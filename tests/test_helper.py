@@ -122,3 +122,48 @@ def test_a_job_killed_outright_has_its_run_closed_by_the_helper(tmp_path: Path) 
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
+
+
+PRESTART_THEN = """
+import sys
+from mlplab.config import TrackingConfig
+from mlplab.tracking import helper, make_sink
+helper.prestart()
+proc = helper.helper().proc
+{then}
+try:
+    code = proc.wait(timeout={wait})
+except Exception:
+    code = "still running"
+print(code, helper._HELPER is None)
+"""
+
+
+def _prestarted(then: str, wait: float) -> str:
+    """What became of a prestarted helper ``wait`` seconds (at most) after ``then`` ran in its
+    job, which still lives."""
+    script = PRESTART_THEN.format(then=then, wait=wait)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_a_prestarted_helper_is_let_go_when_tracking_is_off() -> None:
+    """``make_sink`` of a run that does not log through the helper lets it go: the helper
+    exits (status 0) while its job goes on, whatever it was importing."""
+    assert _prestarted("make_sink(TrackingConfig(enabled=False))", wait=60) == "0 True"
+    in_use = "helper.helper().send(None, 0, 'release', 'no-run')"  # a call: the helper is in use
+    off = "make_sink(TrackingConfig(enabled=False))"
+    assert _prestarted(f"{in_use}; {off}", wait=3) == "still running False"
+
+
+def test_the_helper_needs_no_hydra() -> None:
+    """The helper imports MLflow's side of the tracking layer without Hydra or the schema."""
+    script = (
+        "import sys, mlplab.tracking.helper, mlplab.tracking.mlflow_store, mlplab.serving;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'hydra', 'omegaconf'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr

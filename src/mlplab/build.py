@@ -7,14 +7,16 @@ gradient check's (:meth:`MLP.like`) and the served model's (:func:`network_from_
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlplab.config import Config
 from mlplab.nn import MLP, TrainSettings, init_weights, make_optimizer
 from mlplab.nn.optimizers import Optimizer
 from mlplab.weights import check_shapes, load_weights
+
+if TYPE_CHECKING:  # annotations only: the served model (and the tracking helper) need no Hydra
+    from mlplab.config import Config
 
 Array = np.ndarray
 

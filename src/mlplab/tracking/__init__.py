@@ -15,12 +15,16 @@
 
 from __future__ import annotations
 
-from mlplab.config import TrackingConfig
-from mlplab.tracking.helper import BackgroundSink, Guard
+from typing import TYPE_CHECKING
+
+from mlplab.tracking.helper import BackgroundSink, Guard, release_unused
 from mlplab.tracking.lifecycle import Recorder, RunSpec, tracked_run
 from mlplab.tracking.sink import DataSplit, ModelRequest, NullSink, Sink, flatten
 from mlplab.tracking.store import open_store, store_sink
 from mlplab.tracking.uris import CHECKED_STORES, check_store, configure_http, resolve_uri
+
+if TYPE_CHECKING:  # the helper process imports this package, and needs no Hydra
+    from mlplab.config import TrackingConfig
 
 __all__ = [
     "DataSplit",
@@ -46,6 +50,7 @@ def make_sink(t: TrackingConfig, in_helper: bool | None = None) -> Sink:
     otherwise (a population's members, trained together in one process, use the helper).
     """
     if not t.enabled:
+        release_unused()
         return NullSink()
     uri = resolve_uri(t.uri)
     configure_http(t.timeout, t.retries)
@@ -53,4 +58,5 @@ def make_sink(t: TrackingConfig, in_helper: bool | None = None) -> Sink:
     if t.background and helper and uri.startswith(CHECKED_STORES):
         check_store(uri, t.timeout, t.retries)
         return BackgroundSink(uri, t.experiment, t.parent_run_id)
+    release_unused()
     return store_sink(uri, t.experiment, t.parent_run_id)

@@ -15,6 +15,11 @@ which then logs the interrupted run through the helper. When the job's end of th
 closes without a run ended or a guard released (the job died, even by SIGKILL), the helper
 closes that run KILLED (a guarded parent with its RUNNING children) and exits.
 
+The entry point starts the helper before its own imports (:func:`prestart`): the helper
+imports MLflow on the core those leave idle, so its ~3 s of imports are done when the run's
+first call comes. A run that does not log through it lets it go (:func:`release_unused`),
+and a helper let go before any call exits at once.
+
 The channel is the standard library's ``multiprocessing`` connection over a socket pair
 (pickled, framed messages, polling); the helper's prints go to stderr.
 """
@@ -39,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlplab.tracking.sink import DataSplit, ModelRequest
-from mlplab.tracking.store import open_store, store_sink
+from mlplab.tracking.store import open_store, store_sink, warm_up
 
 if TYPE_CHECKING:
     from mlplab.tracking.mlflow_store import StoreSink
@@ -58,11 +63,12 @@ class HelperFailed(Exception):
 class Helper:
     """A helper process and our end of its channel; replies go back to the sink that called."""
 
-    def __init__(self) -> None:
+    def __init__(self, warm: bool = False) -> None:
         ours, theirs = multiprocessing.Pipe()
         fd = theirs.fileno()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from mlplab.tracking.helper import main; main()", str(fd)],
+            [sys.executable, "-c", "from mlplab.tracking.helper import main; main()", str(fd)]
+            + (["warm"] if warm else []),
             pass_fds=[fd],
             start_new_session=True,
         )
@@ -110,13 +116,29 @@ class Helper:
 _HELPER: Helper | None = None
 
 
-def helper() -> Helper:
+def helper(warm: bool = False) -> Helper:
     """The process's helper, started on first use (or again if it died)."""
     global _HELPER
     if _HELPER is None or not _HELPER.alive():
-        _HELPER = Helper()
+        _HELPER = Helper(warm)
         atexit.register(_HELPER.close)
     return _HELPER
+
+
+def prestart() -> None:
+    """Start the helper now, before the job's own imports and Hydra's compose, and have it
+    import MLflow meanwhile; ``make_sink`` lets it go (:func:`release_unused`) when the run
+    turns out not to log through it."""
+    helper(warm=True)
+
+
+def release_unused() -> None:
+    """Let the helper go if nothing was sent to it (tracking is off, or the run writes its
+    store itself): it exits at once, whatever it was importing."""
+    global _HELPER
+    if _HELPER is not None and _HELPER.alive() and _HELPER.seq == 0:
+        _HELPER.close()
+        _HELPER = None
 
 
 class Guard:
@@ -253,18 +275,25 @@ class _Server:
             run.open = method != "end" and run.sink.run_id is not None
             self.reply(seq, "ok", run.sink.run_id, None)
 
-    def serve(self) -> None:
+    def serve(self, warm: bool = False) -> None:
         inbox: Queue[Any] = Queue()
 
         def read_all() -> None:  # keep the channel drained: the job never waits to send
+            received = False
             while True:
                 try:
                     inbox.put(self.conn.recv())
+                    received = True
                 except (EOFError, OSError):
+                    if not received:  # let go unused: nothing to write or close
+                        os._exit(0)
                     inbox.put(None)
                     return
 
         threading.Thread(target=read_all, daemon=True).start()
+        if warm:
+            with contextlib.suppress(Exception):  # a broken MLflow fails the run's "open"
+                warm_up()
         while (message := inbox.get()) is not None:
             seq, key, method, args = message
             try:
@@ -306,4 +335,4 @@ def _try(action: Any, what: str) -> None:
 def main() -> None:
     """The helper process: serve the channel on the file descriptor given as argument."""
     os.dup2(2, 1)  # MLflow's own prints go to stderr
-    _Server(Connection(int(sys.argv[1]))).serve()
+    _Server(Connection(int(sys.argv[1]))).serve(warm="warm" in sys.argv[2:])

@@ -26,6 +26,11 @@ def _mlflow_store() -> ModuleType:
     return module
 
 
+def warm_up() -> None:
+    """Import MLflow and its SQL store now (the helper, while its job is still starting)."""
+    _mlflow_store().warm_up()
+
+
 def open_store(uri: str) -> RunStore:
     """The run store at ``uri`` (opened once per process); :class:`TrackingError` if unusable."""
     if uri not in _stores:
