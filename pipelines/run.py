@@ -11,7 +11,8 @@ import sys
 
 from mlplab.tracking.helper import prestart
 
-prestart()  # first: the tracking helper imports MLflow while we import and compose
+if __name__ == "__main__":  # not in the worker processes multiprocessing starts from this file
+    prestart()  # first: the tracking helper imports MLflow while we import and compose
 
 import hydra
 from omegaconf import DictConfig
