@@ -167,3 +167,15 @@ def test_the_helper_needs_no_hydra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_entry_point_prestarts_the_helper_only_as_the_script() -> None:
+    """multiprocessing's spawn runs ``pipelines/run.py`` again as ``__mp_main__`` in every
+    worker (a population's figure workers): none of them may start a helper of its own."""
+    script = (
+        "import runpy; from mlplab.tracking import helper;"
+        "runpy.run_path('pipelines/run.py', run_name='__mp_main__');"
+        "print(helper._HELPER is None)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
