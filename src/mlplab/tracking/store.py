@@ -3,7 +3,8 @@
 MLflow costs 2.4 s to import. Commands that never open a store (``tracking.enabled=false``,
 a run whose store is written by the helper process, ``--help``) never import it: every
 other module reaches MLflow through these functions, which import
-:mod:`mlplab.tracking.mlflow_store` when first called.
+:mod:`mlplab.tracking.mlflow_store` when first called. (The helper that ``pipelines/run.py``
+starts first begins importing it at once, on the other core, and is let go if unused.)
 """
 
 from __future__ import annotations
