@@ -11,8 +11,11 @@ import sys
 
 from mlplab.tracking.helper import prestart
 
-if __name__ == "__main__":  # not in the worker processes multiprocessing starts from this file
-    prestart()  # first: the tracking helper imports MLflow while we import and compose
+# A single run's tracking helper starts first and imports MLflow while we import and compose.
+# Not for a multirun (its jobs log from their own processes, or through a helper started
+# then), nor in the worker processes that multiprocessing's spawn starts from this file.
+if __name__ == "__main__" and not {"-m", "--multirun"} & set(sys.argv[1:]):
+    prestart()
 
 import hydra
 from omegaconf import DictConfig

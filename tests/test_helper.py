@@ -169,13 +169,27 @@ def test_the_helper_needs_no_hydra() -> None:
     assert out.stdout.strip() == "[]", out.stderr
 
 
-def test_the_entry_point_prestarts_the_helper_only_as_the_script() -> None:
-    """multiprocessing's spawn runs ``pipelines/run.py`` again as ``__mp_main__`` in every
-    worker (a population's figure workers): none of them may start a helper of its own."""
+def _entry_point_helper(run_name: str, *args: str) -> bool:
+    """Whether ``pipelines/run.py`` run as ``run_name`` with ``args`` started a helper."""
     script = (
-        "import runpy; from mlplab.tracking import helper;"
-        "runpy.run_path('pipelines/run.py', run_name='__mp_main__');"
-        "print(helper._HELPER is None)"
+        "import runpy, sys; from mlplab.tracking import helper\n"
+        f"sys.argv = ['pipelines/run.py', *{list(args)!r}]\n"
+        "try:\n"
+        f"    runpy.run_path('pipelines/run.py', run_name={run_name!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(helper._HELPER is not None)"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
-    assert out.stdout.strip() == "True", out.stderr
+    assert out.stdout.strip().splitlines()[-1:] in (["True"], ["False"]), out.stderr
+    return out.stdout.strip().endswith("True")
+
+
+def test_the_entry_point_prestarts_the_helper_of_a_single_run_only() -> None:
+    """A single run starts its helper first; a multirun does not (its jobs log from their
+    own processes, or through a helper started then), and neither does a worker process
+    that multiprocessing's spawn starts by running ``pipelines/run.py`` as ``__mp_main__``
+    (a population's figure workers)."""
+    assert _entry_point_helper("__main__", "--help")
+    assert not _entry_point_helper("__main__", "-m", "--help")
+    assert not _entry_point_helper("__mp_main__")
