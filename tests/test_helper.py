@@ -125,7 +125,6 @@ def test_a_job_killed_outright_has_its_run_closed_by_the_helper(tmp_path: Path) 
 
 
 PRESTART_THEN = """
-import sys
 from mlplab.config import TrackingConfig
 from mlplab.tracking import helper, make_sink
 helper.prestart()
