@@ -26,7 +26,7 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-PARALLEL = 4
+PARALLEL = 2  # each case is two processes: the job and the tracking helper it starts first
 TIMEOUT = 120
 
 
