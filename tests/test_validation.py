@@ -3,7 +3,7 @@
 Each case runs ``pipelines/run.py`` as a real subprocess against its own temporary SQLite
 store and must: exit with status 2, print a message naming the key or the file, print no
 traceback, and leave no run in the store. The subprocesses are started by one module
-fixture, a few at a time, so that the module takes about a minute rather than several.
+fixture, a few at a time, so that the module takes about two minutes rather than several.
 """
 
 from __future__ import annotations
