@@ -124,6 +124,16 @@ def test_a_job_killed_outright_has_its_run_closed_by_the_helper(tmp_path: Path) 
             proc.kill()
 
 
+def _python(script: str) -> str:
+    """The last line a fresh ``python -c script`` prints (from the repository root); it must
+    exit with status 0."""
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return (out.stdout.strip().splitlines() or [""])[-1]
+
+
 PRESTART_THEN = """
 from mlplab.config import TrackingConfig
 from mlplab.tracking import helper, make_sink
@@ -141,12 +151,7 @@ print(code, helper._HELPER is None)
 def _prestarted(then: str, wait: float) -> str:
     """What became of a prestarted helper ``wait`` seconds (at most) after ``then`` ran in its
     job, which still lives."""
-    script = PRESTART_THEN.format(then=then, wait=wait)
-    out = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    return _python(PRESTART_THEN.format(then=then, wait=wait))
 
 
 def test_a_prestarted_helper_is_let_go_when_tracking_is_off() -> None:
@@ -164,8 +169,7 @@ def test_the_helper_needs_no_hydra() -> None:
         "import sys, mlplab.tracking.helper, mlplab.tracking.mlflow_store, mlplab.serving;"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'hydra', 'omegaconf'}))"
     )
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
-    assert out.stdout.strip() == "[]", out.stderr
+    assert _python(script) == "[]"
 
 
 def _entry_point_helper(run_name: str, *args: str) -> bool:
@@ -179,9 +183,9 @@ def _entry_point_helper(run_name: str, *args: str) -> bool:
         "    pass\n"
         "print(helper._HELPER is not None)"
     )
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
-    assert out.stdout.strip().splitlines()[-1:] in (["True"], ["False"]), out.stderr
-    return out.stdout.strip().endswith("True")
+    started = _python(script)
+    assert started in ("True", "False")
+    return started == "True"
 
 
 def test_the_entry_point_prestarts_the_helper_of_a_single_run_only() -> None:
