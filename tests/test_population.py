@@ -220,6 +220,24 @@ def test_a_mixed_sweep_makes_two_groups_and_records_every_run(tmp_path: Path) ->
     assert "tracking.parent_run_id" not in output and "MLPLAB_" not in proc.stdout
 
 
+def test_jobs_prepared_in_the_workers_keep_their_own_records(tmp_path: Path) -> None:
+    """The jobs are prepared in worker processes, one after another in each: every job's
+    Hydra record and log are its own, and a job refused there is a FAILED child."""
+    proc, uri = _sweep(tmp_path, "+sweep=base", "optimizer.lr=0.5,-1,0.25", "train.epochs=5")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    parent, children = _children(uri)
+    assert parent.info.status == "FAILED"
+    status = {c.data.params["optimizer.lr"]: c.info.status for c in children}
+    assert status == {"0.5": "FINISHED", "-1.0": "FAILED", "0.25": "FINISHED"}
+    for num, lr in enumerate(("0.5", "-1", "0.25")):
+        (folder,) = (tmp_path / "multirun").glob(f"{num}-*")
+        recorded = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        assert str(recorded.optimizer.lr) == str(float(lr))
+        assert OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra.job.num == num
+        refusal = "optimizer.lr" in (folder / "run.log").read_text()
+        assert refusal == (lr == "-1"), folder  # the refusal in the refused job's log only
+
+
 def test_an_interrupted_population_ends_killed_with_partial_histories(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep_dir = tmp_path / "multirun"

@@ -67,8 +67,9 @@ Array = np.ndarray
 log = logging.getLogger("mlplab")
 #: The tag holding a run's own overrides (a sweep's report reads them from it).
 OVERRIDES_TAG = "mlplab.overrides"
-#: Processes drawing a population's figures (two cores here: this process records meanwhile).
-FIGURE_WORKERS = 2
+#: Processes preparing a sweep's jobs and drawing its figures (:func:`population_workers`;
+#: two cores here: this process composes and records meanwhile).
+WORKERS = 2
 
 
 @dataclass
@@ -598,25 +599,37 @@ def _painter() -> Any:
     return plots.Painter()
 
 
-def _quiet_worker() -> None:
-    """A figure worker leaves Ctrl-C to the process that runs the population."""
+def _start_worker(setup: Callable[..., object] | None, args: Sequence[object]) -> None:
+    """A worker leaves Ctrl-C to the process that runs the population, then runs ``setup``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if setup is not None:
+        setup(*args)
 
 
 def _warm_up() -> None:
-    """A figure worker's imports and painter, made while the jobs are being prepared."""
+    """A figure worker's imports and painter."""
     _painter()
 
 
+def warm_up(pool: ProcessPoolExecutor) -> None:
+    """Have ``pool``'s workers import Matplotlib and make their painters (submitted after
+    the jobs they prepare: done while this process trains, before the first figure)."""
+    for _ in range(WORKERS):
+        pool.submit(_warm_up)
+
+
 @contextlib.contextmanager
-def figure_workers() -> Iterator[ProcessPoolExecutor]:
-    """The processes that draw a population's figures (each with its own painter), started
-    at once so that their imports overlap the preparation of the jobs. An interrupt drops
-    the figures not started yet."""
+def population_workers(
+    setup: Callable[..., object] | None = None, *args: object
+) -> Iterator[ProcessPoolExecutor]:
+    """The processes that help a sweep's process: they prepare jobs (``setup(*args)`` first
+    makes each ready: the launcher hands it Hydra's state) and draw the populations' figures,
+    each with its own painter (:func:`warm_up`). An interrupt drops the tasks not started
+    yet."""
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(FIGURE_WORKERS, mp_context=spawn, initializer=_quiet_worker) as pool:
-        for _ in range(FIGURE_WORKERS):
-            pool.submit(_warm_up)
+    with ProcessPoolExecutor(
+        WORKERS, mp_context=spawn, initializer=_start_worker, initargs=(setup, args)
+    ) as pool:
         try:
             yield pool
         except BaseException:
@@ -652,7 +665,7 @@ def run_group(
     pool: ProcessPoolExecutor | None = None,
 ) -> list[RunOutcome]:
     """Jobs whose networks stack, each a tracked run of its own, trained as one population
-    (its figures drawn by ``pool``'s workers, if given: :func:`figure_workers`).
+    (its figures drawn by ``pool``'s workers, if given: :func:`population_workers`).
 
     Every run is opened before training and closed as soon as it is recorded. A member's
     failed gradient check or crash ends that member's run FAILED; the others go on.

@@ -59,7 +59,7 @@ def groups(jobs: Sequence[Job]) -> list[list[int]]:
 
 def run_jobs(jobs: Sequence[Job], pool: ProcessPoolExecutor | None = None) -> list[RunOutcome]:
     """Run the prepared jobs, a population per group; the outcomes in the jobs' order (the
-    figures drawn by ``pool``'s workers: :func:`mlplab.pipeline.figure_workers`).
+    figures drawn by ``pool``'s workers: :func:`mlplab.pipeline.population_workers`).
 
     An interrupt ends the members of the population in training KILLED (each with its
     history so far) and then stops the sweep: the groups not started yet have no runs.

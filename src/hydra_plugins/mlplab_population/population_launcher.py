@@ -3,8 +3,10 @@
 Hydra finds this launcher as it finds joblib's or Ray's: in the ``hydra_plugins`` namespace
 package of an installed distribution. :meth:`PopulationLauncher.launch` runs in two phases:
 
-1. every job in Hydra's job context (its output folder, ``.hydra/``, logging), with
-   :func:`mlplab.population.prepare_job` as the task: config, data and initial weights;
+1. every job composed here and run in Hydra's job context (its output folder, ``.hydra/``,
+   logging) with :func:`mlplab.population.prepare_job` as the task (config, data and
+   initial weights) by the worker processes of :func:`mlplab.pipeline.population_workers`,
+   which then draw the figures (a sweep of one job is prepared in this process);
 2. :func:`mlplab.population.run_jobs`: the jobs whose networks stack trained as one
    population, every member recorded as a run of its own.
 
@@ -17,6 +19,7 @@ import contextlib
 import copy
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.core.singleton import Singleton
 from hydra.core.utils import (
     JobReturn,
     JobStatus,
@@ -40,7 +44,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from mlplab.pipeline import figure_workers
+from mlplab.pipeline import population_workers, warm_up
 from mlplab.population import prepare_job, run_jobs
 
 log = logging.getLogger(__name__)
@@ -165,11 +169,15 @@ class PopulationLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Preparing {len(job_overrides)} jobs to train as populations")
-        plots = OmegaConf.select(self.config, "plot.enabled", default=True)
-        plots = plots and len(job_overrides) > 1
-        with figure_workers() if plots else contextlib.nullcontext() as pool:
-            returns = self._prepare(job_overrides, initial_job_idx)
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        plots = bool(OmegaConf.select(self.config, "plot.enabled", default=True))
+        helped = len(job_overrides) > 1
+        # the workers take Hydra's state (its plugins aside, as joblib's launcher does; the
+        # resolvers are each process's own: the sweep's interpolations are resolved there)
+        state = {**Singleton.get_state(), "omegaconf_resolvers": None} if helped else None
+        with (
+            population_workers(adopt_hydra_state, state) if helped else contextlib.nullcontext()
+        ) as pool:
+            returns = self._prepare(job_overrides, initial_job_idx, pool, plots)
             ready = [r for r in returns if r.status == JobStatus.COMPLETED and r.return_value]
             outcomes = run_jobs([r.return_value for r in ready], pool)
         for ret, outcome in zip(ready, outcomes, strict=True):
@@ -180,11 +188,16 @@ class PopulationLauncher(Launcher):
         return returns
 
     def _prepare(
-        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+        self,
+        job_overrides: Sequence[Sequence[str]],
+        initial_job_idx: int,
+        pool: ProcessPoolExecutor | None,
+        plots: bool,
     ) -> list[JobReturn]:
-        """Phase 1: each job in its Hydra job context, prepared (nothing trained)."""
+        """Phase 1: each job in its Hydra job context, prepared (nothing trained): composed
+        here, run by ``pool``'s workers if given (then made ready to draw, if ``plots``)."""
         assert self.config is not None and self.hydra_context is not None
-        returns = []
+        configs = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             sweep_config = self.hydra_context.config_loader.load_sweep_config(
@@ -193,13 +206,37 @@ class PopulationLauncher(Launcher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
-            returns.append(
-                run_job(
-                    hydra_context=self.hydra_context,
-                    task_function=prepare_job,
-                    config=sweep_config,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
-                )
-            )
-        return returns
+            configs.append(sweep_config)
+        if pool is None:
+            return [prepare_in_context(self.hydra_context, config) for config in configs]
+        loader = self.hydra_context.config_loader
+        if isinstance(loader, ComposingLoader):  # Hydra's own, which pickles
+            loader = loader.loader
+        context = HydraContext(config_loader=loader, callbacks=self.hydra_context.callbacks)
+        jobs = [pool.submit(prepare_in_context, context, config) for config in configs]
+        if plots:
+            warm_up(pool)
+        return [job.result() for job in jobs]
+
+
+def adopt_hydra_state(state: dict[str, Any]) -> None:
+    """A worker's setup: the sweep's Hydra state (``Singleton.get_state()`` without its
+    resolvers), with this process's resolvers."""
+    setup_globals()
+    Singleton.set_state(
+        {**state, "omegaconf_resolvers": Singleton.get_state()["omegaconf_resolvers"]}
+    )
+
+
+def prepare_in_context(hydra_context: HydraContext, config: DictConfig) -> JobReturn:
+    """Phase 1 of one job: :func:`mlplab.population.prepare_job` in Hydra's job context;
+    then the process logs as Hydra does, not to the job's log file."""
+    ret = run_job(
+        hydra_context=hydra_context,
+        task_function=prepare_job,
+        config=config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    return ret
