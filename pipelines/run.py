@@ -11,10 +11,10 @@ import sys
 
 from mlplab.tracking.helper import prestart
 
-# A single run's tracking helper starts first and imports MLflow while we import and compose.
-# Not for a multirun (its jobs log from their own processes, or through a helper started
-# then), nor in the worker processes that multiprocessing's spawn starts from this file.
-if __name__ == "__main__" and not {"-m", "--multirun"} & set(sys.argv[1:]):
+# The tracking helper (a run's, or a sweep's: the parent's guard, which also logs a
+# population's members) starts first and imports MLflow while we import and compose. Not in
+# the worker processes that multiprocessing's spawn starts from this file (__mp_main__).
+if __name__ == "__main__":
     prestart()
 
 import hydra

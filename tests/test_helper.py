@@ -188,11 +188,10 @@ def _entry_point_helper(run_name: str, *args: str) -> bool:
     return started == "True"
 
 
-def test_the_entry_point_prestarts_the_helper_of_a_single_run_only() -> None:
-    """A single run starts its helper first; a multirun does not (its jobs log from their
-    own processes, or through a helper started then), and neither does a worker process
-    that multiprocessing's spawn starts by running ``pipelines/run.py`` as ``__mp_main__``
-    (a population's figure workers)."""
+def test_the_entry_point_prestarts_the_helper_but_not_in_worker_processes() -> None:
+    """A run and a sweep start their helper first; a worker process that multiprocessing's
+    spawn starts by running ``pipelines/run.py`` as ``__mp_main__`` (a population's
+    workers) does not."""
     assert _entry_point_helper("__main__", "--help")
-    assert not _entry_point_helper("__main__", "-m", "--help")
+    assert _entry_point_helper("__main__", "-m", "--help")
     assert not _entry_point_helper("__mp_main__")

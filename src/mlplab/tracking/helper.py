@@ -15,9 +15,9 @@ which then logs the interrupted run through the helper. When the job's end of th
 closes without a run ended or a guard released (the job died, even by SIGKILL), the helper
 closes that run KILLED (a guarded parent with its RUNNING children) and exits.
 
-A single run's entry point starts the helper before its own imports (:func:`prestart`): it
-imports MLflow on the core those leave idle, so its ~3 s of imports are done when the run's
-first call comes. A run that does not log through it lets it go (:func:`release_unused`),
+The entry point starts the helper before its own imports (:func:`prestart`): it imports
+MLflow on the core those leave idle, so its ~3 s of imports are done when the run's (or the
+sweep's) first call comes. A run that does not log through it lets it go (:func:`release_unused`),
 and a helper let go before any call exits at once.
 
 The channel is the standard library's ``multiprocessing`` connection over a socket pair
