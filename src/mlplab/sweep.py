@@ -49,7 +49,7 @@ from mlplab.report import (
     summary_rows,
     write_summary_csv,
 )
-from mlplab.tracking import Guard, open_store
+from mlplab.tracking import Guard, open_store, release_unused
 from mlplab.tracking.uris import configure_http, resolve_uri
 from mlplab.weights import load_weights
 
@@ -319,7 +319,8 @@ class MlflowSweepCallback(Callback):
 
     def _start(self, config: DictConfig) -> None:
         tracking = tracking_settings(config)
-        if not tracking.enabled:
+        if not tracking.enabled:  # the helper started first has nothing to guard or log
+            release_unused()
             return
         assert tracking.uri is not None
         configure_http(tracking.timeout, tracking.retries)

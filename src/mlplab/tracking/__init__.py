@@ -36,6 +36,7 @@ __all__ = [
     "flatten",
     "make_sink",
     "open_store",
+    "release_unused",
     "tracked_run",
 ]
 

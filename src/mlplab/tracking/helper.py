@@ -17,8 +17,8 @@ closes that run KILLED (a guarded parent with its RUNNING children) and exits.
 
 The entry point starts the helper before its own imports (:func:`prestart`): it imports
 MLflow on the core those leave idle, so its ~3 s of imports are done when the run's (or the
-sweep's) first call comes. A run that does not log through it lets it go (:func:`release_unused`),
-and a helper let go before any call exits at once.
+sweep's) first call comes. A run or a sweep that does not log through it lets it go
+(:func:`release_unused`), and a helper let go before any call exits at once.
 
 The channel is the standard library's ``multiprocessing`` connection over a socket pair
 (pickled, framed messages, polling); the helper's prints go to stderr.
