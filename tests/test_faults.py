@@ -129,6 +129,47 @@ LONG_RUN = [
 ]
 
 
+#: A run's live history whose call to the store is interrupted (a real SIGINT) midway; then
+#: the run is finished as an interrupted one. Prints the steps handed to the store.
+LIVE_HISTORY_INTERRUPTED = """
+import os, signal, time
+from types import SimpleNamespace as NS
+import numpy as np
+from mlplab.pipeline import LiveHistory
+
+class Recorder:
+    steps = []
+    def log_history(self, rows, steps):
+        first, self.steps = not self.steps, self.steps + steps  # handed to the store
+        if first:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # where Ctrl-C would cut the call in two
+
+rec, values = Recorder(), np.linspace(1.0, 0.1, 5000)
+job = NS(cfg=NS(train=NS(epochs=10_000_000), tracking=NS(max_points=10_000)))
+live = LiveHistory([job], [rec], every=0.0)
+try:
+    live(NS(active=[0], history=NS(length=np.array([5000]), data={"r": values[:, None]})))
+except KeyboardInterrupt:
+    print(rec.steps)
+live.finish(0, NS(epochs_run=5000, history={"r": values}), 10_000_000)
+print(sorted(rec.steps) == list(range(1, 5001)))
+"""
+
+
+def test_an_interrupt_during_a_live_history_call_sends_no_step_twice() -> None:
+    """Ctrl-C arriving while the live history hands its points to the store is taken once
+    they are noted as sent: finishing the interrupted run sends the rest, every step once."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LIVE_HISTORY_INTERRUPTED],
+        cwd=ROOT, text=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    live, once = proc.stdout.splitlines()
+    assert live == "[1, 1002, 2003, 3004, 4005]"  # the live points: every 1 001st epoch
+    assert once == "True"  # then every epoch of the 5 000 it ran (no more than max_points)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_interrupt_ends_the_run_killed_with_history_and_weights(
     tmp_path: Path, sig: signal.Signals

@@ -106,6 +106,9 @@ def test_the_monitor_is_called_about_20_times_a_second(clock: Clock) -> None:
 def test_an_interrupt_keeps_the_finished_epochs_and_the_weights_of_the_moment(
     clock: Clock, at: int
 ) -> None:
+    """Ctrl-C during the monitor's call after epoch ``at``: that epoch was recorded, and it
+    is kept with the weights it left (an epoch cut before it is recorded is not kept)."""
+
     def monitor(progress: trainer.Progress) -> None:
         clock.now += 1.0
         if progress.epoch == at:
@@ -115,8 +118,8 @@ def test_an_interrupt_keeps_the_finished_epochs_and_the_weights_of_the_moment(
     data = _data(n_val=10)
     net, _, result = _train(data, settings, spec=OptimizerSpec("sgd", 0.5), on_epoch=monitor)
     assert (result.stop_reason, result.interrupted, result.failure) == ("interrupted", True, None)
-    assert result.epochs_run == at - 1 and result.seconds == float(at)
-    assert all(len(h) == at - 1 for h in result.history.values())
+    assert result.epochs_run == at and result.seconds == float(at)
+    assert all(len(h) == at for h in result.history.values())
     # not the best weights: those of the moment
     assert [W.tobytes() for W in result.weights] == [W.tobytes() for W in net.weights]
 

@@ -359,10 +359,17 @@ def _fuzz_outcome(path: Path, text: str, cfg: DataConfig, dtype: str) -> str:
 
 def test_csv_fuzz_gives_a_dataset_or_a_data_error(tmp_path: Path) -> None:
     """300 fuzzed files: each is a clean Dataset or a DataError, and both outcomes occur
-    often (a fuzzer whose files all fail, or all pass, would test one path only)."""
+    often (a fuzzer whose files all fail, or all pass, would test one path only). The files
+    are the same on every run (``derandomize``): with fresh ones the Datasets ranged from 11
+    to 64 of 300, and a run with 11 failed the suite."""
     outcomes: Counter[str] = Counter()
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=300,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        derandomize=True,
+    )
     @given(text=csv_texts(), cfg=csv_configs(), dtype=st.sampled_from(["float64", "float32"]))
     def check(text: str, cfg: DataConfig, dtype: str) -> None:
         outcome = _fuzz_outcome(tmp_path / "fuzz.csv", text, cfg, dtype)

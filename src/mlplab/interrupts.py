@@ -3,7 +3,8 @@
 A scheduler (Kubernetes, SLURM, ``kill``) stops a job with SIGTERM; turned into
 ``KeyboardInterrupt``, it takes the path Ctrl-C takes, and the run ends KILLED with what
 it has. ``once=True`` ignores further SIGTERMs while the first is being handled (a worker
-closing its trial).
+closing its trial). :func:`deferred_interrupts` holds both signals back over a step that must
+not be cut in two.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -32,3 +34,26 @@ def sigterm_interrupts(once: bool = False) -> None:
         with contextlib.suppress(ValueError, OSError):
             if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
                 signal.signal(signal.SIGTERM, _raise_once if once else _raise)
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back (in the main thread) until the block is done, then
+    raise the first that came: a step that must not be cut in two (a call handed to the
+    store and the note that it was) takes the interrupt after it, not inside it. (Blocking
+    the signals would not do: another thread, BLAS's, would take them.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if held:
+            signal.raise_signal(held[0])  # to the handler it was meant for

@@ -43,6 +43,7 @@ from mlplab.config import (
     validate,
 )
 from mlplab.data import Dataset, generate
+from mlplab.interrupts import deferred_interrupts
 from mlplab.metrics import evaluate_split
 from mlplab.nn import MLP, Progress, TrainData, TrainResult, fit
 from mlplab.nn.gradcheck import gradient_check
@@ -382,14 +383,15 @@ class LiveHistory:
         if time.monotonic() - self.last < self.every:
             return
         self.last = time.monotonic()
-        for member in progress.active:
-            upto = int(progress.history.length[member])
-            steps = np.arange(self.sent[member] + 1, upto + 1)
-            steps = steps[(steps - 1) % self.stride[member] == 0]
-            if steps.size:
-                rows = {k: table[steps - 1, member] for k, table in progress.history.data.items()}
-                self.recs[member].log_history(rows, steps.tolist())
-            self.sent[member] = upto
+        with deferred_interrupts():  # else Ctrl-C here could make finish send points again
+            for member in progress.active:
+                upto = int(progress.history.length[member])
+                steps = np.arange(self.sent[member] + 1, upto + 1)
+                steps = steps[(steps - 1) % self.stride[member] == 0]
+                if steps.size:
+                    rows = {k: t[steps - 1, member] for k, t in progress.history.data.items()}
+                    self.recs[member].log_history(rows, steps.tolist())
+                self.sent[member] = upto
 
     def finish(self, member: int, result: TrainResult, planned: int) -> None:
         """The points not sent yet, once the member has stopped."""

@@ -470,7 +470,7 @@ def fit(
     book.snapshot_start(runner)
     classification, next_call = settings[0].classification, 1
     t0 = time.perf_counter()
-    epoch = 0
+    epoch = done = 0
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             while runner.ids:
@@ -479,14 +479,14 @@ def fit(
                 runner.shuffle()
                 sse, correct = runner.epoch(lrs, classification)
                 stops = book.record(epoch, runner, sse, correct)
+                done = epoch  # an interrupt from here on (the monitor's call) keeps it
                 if on_epoch is not None and epoch >= next_call:
                     on_epoch(Progress(epoch, list(runner.ids), book.history))
                     rate = epoch / max(time.perf_counter() - t0, 1e-9)
                     next_call = epoch + int(min(1000, max(1, rate / 20)))
                 if stops:
                     _stop(book, runner, stops, time.perf_counter() - t0)
-    except KeyboardInterrupt:
-        done = max(epoch - 1, 0)  # the interrupted epoch is incomplete
+    except KeyboardInterrupt:  # an epoch interrupted before it was recorded is not kept
         book.history.length[runner.ids] = done
         _stop(
             book,
