@@ -129,6 +129,14 @@ def run_cli(
     )
 
 
+def python_output(code: str, timeout: float = 120) -> list[str]:
+    """The lines a fresh ``python -c code`` prints (from the repository root); it must exit
+    with status 0."""
+    proc = run_cli(code, script="-c", timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()
+
+
 def wait_for_run(db: Path, experiment: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     """Until a run of ``experiment`` with its params is in the SQLite file ``db``.
 

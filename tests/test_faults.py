@@ -27,7 +27,14 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, SPEC_ARTIFACTS, artifact_paths, run_cli, wait_for_run
+from conftest import (
+    ROOT,
+    SPEC_ARTIFACTS,
+    artifact_paths,
+    python_output,
+    run_cli,
+    wait_for_run,
+)
 from mlplab.weights import load_weights, weights_sha256
 
 pytestmark = pytest.mark.slow
@@ -160,12 +167,7 @@ print(sorted(rec.steps) == list(range(1, 5001)))
 def test_an_interrupt_during_a_live_history_call_sends_no_step_twice() -> None:
     """Ctrl-C arriving while the live history hands its points to the store is taken once
     they are noted as sent: finishing the interrupted run sends the rest, every step once."""
-    proc = subprocess.run(
-        [sys.executable, "-c", LIVE_HISTORY_INTERRUPTED],
-        cwd=ROOT, text=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    live, once = proc.stdout.splitlines()
+    live, once = python_output(LIVE_HISTORY_INTERRUPTED)
     assert live == "[1, 1002, 2003, 3004, 4005]"  # the live points: every 1 001st epoch
     assert once == "True"  # then every epoch of the 5 000 it ran (no more than max_points)
 

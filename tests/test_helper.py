@@ -13,7 +13,7 @@ from pathlib import Path
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, artifact_paths, fresh_store, wait_for_run
+from conftest import ROOT, artifact_paths, fresh_store, python_output, wait_for_run
 from mlplab.pipeline import run
 from mlplab.tracking import make_sink
 from mlplab.tracking.fallback import FOLDER_NAME
@@ -124,16 +124,6 @@ def test_a_job_killed_outright_has_its_run_closed_by_the_helper(tmp_path: Path) 
             proc.kill()
 
 
-def _python(script: str) -> str:
-    """The last line a fresh ``python -c script`` prints (from the repository root); it must
-    exit with status 0."""
-    out = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    return (out.stdout.strip().splitlines() or [""])[-1]
-
-
 PRESTART_THEN = """
 from mlplab.config import TrackingConfig
 from mlplab.tracking import helper, make_sink
@@ -151,7 +141,7 @@ print(code, helper._HELPER is None)
 def _prestarted(then: str, wait: float) -> str:
     """What became of a prestarted helper ``wait`` seconds (at most) after ``then`` ran in its
     job, which still lives."""
-    return _python(PRESTART_THEN.format(then=then, wait=wait))
+    return python_output(PRESTART_THEN.format(then=then, wait=wait))[-1]
 
 
 def test_a_prestarted_helper_is_let_go_when_tracking_is_off() -> None:
@@ -169,7 +159,7 @@ def test_the_helper_needs_no_hydra() -> None:
         "import sys, mlplab.tracking.helper, mlplab.tracking.mlflow_store, mlplab.serving;"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'hydra', 'omegaconf'}))"
     )
-    assert _python(script) == "[]"
+    assert python_output(script) == ["[]"]
 
 
 def _entry_point_helper(run_name: str, *args: str) -> bool:
@@ -183,7 +173,7 @@ def _entry_point_helper(run_name: str, *args: str) -> bool:
         "    pass\n"
         "print(helper._HELPER is not None)"
     )
-    started = _python(script)
+    started = python_output(script)[-1]
     assert started in ("True", "False")
     return started == "True"
 

@@ -171,11 +171,13 @@ class PopulationLauncher(Launcher):
         log.info(f"Preparing {len(job_overrides)} jobs to train as populations")
         plots = bool(OmegaConf.select(self.config, "plot.enabled", default=True))
         helped = len(job_overrides) > 1
-        # the workers take Hydra's state (its plugins aside, as joblib's launcher does; the
-        # resolvers are each process's own: the sweep's interpolations are resolved there)
-        state = {**Singleton.get_state(), "omegaconf_resolvers": None} if helped else None
+        # the workers take Hydra's singletons (its plugins aside, as joblib's launcher does;
+        # the resolvers are each process's own: the sweep's interpolations are resolved there)
+        singletons = Singleton.get_state()["instances"] if helped else None
         with (
-            population_workers(adopt_hydra_state, state) if helped else contextlib.nullcontext()
+            population_workers(adopt_hydra_state, singletons)
+            if helped
+            else contextlib.nullcontext()
         ) as pool:
             returns = self._prepare(job_overrides, initial_job_idx, pool, plots)
             ready = [r for r in returns if r.status == JobStatus.COMPLETED and r.return_value]
@@ -219,13 +221,11 @@ class PopulationLauncher(Launcher):
         return [job.result() for job in jobs]
 
 
-def adopt_hydra_state(state: dict[str, Any]) -> None:
-    """A worker's setup: the sweep's Hydra state (``Singleton.get_state()`` without its
-    resolvers), with this process's resolvers."""
+def adopt_hydra_state(singletons: dict[Any, Any]) -> None:
+    """A worker's setup: the sweep's Hydra singletons, with this process's resolvers."""
     setup_globals()
-    Singleton.set_state(
-        {**state, "omegaconf_resolvers": Singleton.get_state()["omegaconf_resolvers"]}
-    )
+    resolvers = Singleton.get_state()["omegaconf_resolvers"]
+    Singleton.set_state({"instances": singletons, "omegaconf_resolvers": resolvers})
 
 
 def prepare_in_context(hydra_context: HydraContext, config: DictConfig) -> JobReturn:
