@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +140,12 @@ def test_a_member_equals_the_same_network_alone(case: str) -> None:
 
 # -- the launcher --------------------------------------------------------------------------
 def _sweep(
-    tmp: Path, *args: str, experiment: str = "pop"
+    tmp: Path, *args: str, experiment: str = "pop", command: Sequence[str] = ("pipelines/run.py",)
 ) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``python <command> --multirun <args>`` on a store of its own; its process and the URI."""
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     proc = run_cli(
+        *command[1:],
         "--multirun",
         *args,
         f"tracking.uri={uri}",
@@ -150,6 +153,7 @@ def _sweep(
         f"hydra.sweep.dir={tmp / 'multirun'}",
         "plot.enabled=false",
         "tracking.log_model=false",
+        script=command[0],
         timeout=600,
     )
     return proc, uri
@@ -236,6 +240,19 @@ def test_jobs_prepared_in_the_workers_keep_their_own_records(tmp_path: Path) -> 
         assert OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra.job.num == num
         refusal = "optimizer.lr" in (folder / "run.log").read_text()
         assert refusal == (lr == "-1"), folder  # the refusal in the refused job's log only
+
+
+def test_a_sweep_under_another_main_module_prepares_its_jobs(tmp_path: Path) -> None:
+    """A profiled sweep: the worker processes, which spawn starts from the main module
+    (here cProfile, not pipelines/run.py), register the project's resolvers themselves."""
+    profile = tmp_path / "sweep.prof"
+    command = ("-m", "cProfile", "-o", str(profile), "pipelines/run.py")
+    proc, uri = _sweep(tmp_path, "+sweep=base", "seed=0,1", "train.epochs=5", command=command)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    parent, children = _children(uri)
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
+    assert profile.stat().st_size > 0
 
 
 def test_an_interrupted_population_ends_killed_with_partial_histories(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from mlplab.config import register_configs
 from mlplab.pipeline import population_workers, warm_up
 from mlplab.population import prepare_job, run_jobs
 
@@ -222,8 +223,10 @@ class PopulationLauncher(Launcher):
 
 
 def adopt_hydra_state(singletons: dict[Any, Any]) -> None:
-    """A worker's setup: the sweep's Hydra singletons, with this process's resolvers."""
+    """A worker's setup: the sweep's Hydra singletons, with this process's resolvers (the
+    project's registered here: the worker's main module need not be pipelines/run.py)."""
     setup_globals()
+    register_configs()
     resolvers = Singleton.get_state()["omegaconf_resolvers"]
     Singleton.set_state({"instances": singletons, "omegaconf_resolvers": resolvers})
 
