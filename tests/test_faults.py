@@ -172,6 +172,78 @@ def test_an_interrupt_during_a_live_history_call_sends_no_step_twice() -> None:
     assert once == "True"  # then every epoch of the 5 000 it ran (no more than max_points)
 
 
+SIGTERM_TWICE = """
+import os, signal, time
+from mlplab.interrupts import sigterm_interrupts
+
+sigterm_interrupts()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+except KeyboardInterrupt as exc:
+    print(exc)
+os.kill(os.getpid(), signal.SIGTERM)  # the copy make forwards: it must not cut the cleanup
+time.sleep(0.1)
+print("closing the runs")
+"""
+
+
+def test_the_first_sigterm_interrupts_and_the_next_are_ignored() -> None:
+    assert python_output(SIGTERM_TWICE) == [f"signal {int(signal.SIGTERM)}", "closing the runs"]
+
+
+INTERRUPTED_WHILE_RECORDING = """
+import os, signal, sys
+from pathlib import Path
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from mlplab.config import register_configs, to_config
+from mlplab.pipeline import prepare, run_group
+from mlplab.tracking import make_sink
+from mlplab.tracking.sink import Relay
+
+class CtrlC(Relay):  # Ctrl-C comes as the second member's metrics are handed to the store
+    def log_metrics(self, metrics):
+        os.kill(os.getpid(), signal.SIGINT)
+        super().log_metrics(metrics)
+
+tmp, register = Path(sys.argv[1]), register_configs()
+uri = f"sqlite:///{tmp}/mlflow.db"
+with initialize_config_dir(config_dir=os.path.abspath("conf"), version_base="1.3"):
+    cfgs = [to_config(compose(config_name="config", overrides=[
+        f"seed={seed}", f"tracking.uri={uri}", "plot.enabled=false"])) for seed in range(3)]
+jobs = [prepare(cfg, tmp / str(seed)) for seed, cfg in enumerate(cfgs)]
+sinks = [make_sink(cfg.tracking, in_helper=True) for cfg in cfgs]
+sinks[1] = CtrlC(sinks[1])
+try:
+    run_group(jobs, sinks, progress=False)
+except KeyboardInterrupt:
+    print("interrupted")
+client = MlflowClient(uri)
+runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+for run in sorted(runs, key=lambda r: int(r.data.params["seed"])):
+    points = len(client.get_metric_history(run.info.run_id, "train_rmse"))
+    files = sorted(a.path for a in client.list_artifacts(run.info.run_id, "weights"))
+    ran = int(run.data.metrics["epochs_run"])
+    print(run.info.status, run.data.tags.get("failure_reason"), points == ran, *files)
+"""
+
+
+def test_an_interrupt_while_a_population_is_recorded_closes_every_run(tmp_path: Path) -> None:
+    """Ctrl-C after training, while the members are recorded: it waits until the member
+    being recorded is whole, that and the members before it end as they would have, the
+    members after it KILLED with their history, weights and inputs; then it is raised."""
+    code = INTERRUPTED_WHILE_RECORDING.replace("sys.argv[1]", repr(str(tmp_path)))
+    lines = python_output(code)
+    assert lines[0] == "interrupted", lines
+    weights = "weights/final.npz weights/initial.npz"
+    assert lines[1:] == [
+        f"FINISHED None True {weights}",
+        f"FINISHED None True {weights}",
+        f"KILLED interrupted while recording, after training (tolerance) True {weights}",
+    ]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_interrupt_ends_the_run_killed_with_history_and_weights(
     tmp_path: Path, sig: signal.Signals

@@ -9,6 +9,7 @@ stores, against the same configs run alone.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -290,14 +291,61 @@ def test_an_interrupted_population_ends_killed_with_partial_histories(tmp_path: 
     assert parent.info.status == "KILLED"
     assert len(children) == 3
     for child in children:
-        assert child.info.status == "KILLED"
-        assert child.data.tags["failure_reason"].startswith("interrupted at epoch")
+        assert child.info.status == "KILLED", (child.data.tags, stderr[-2000:])
+        reason = child.data.tags.get("failure_reason", "")
+        assert reason.startswith("interrupted at epoch"), (reason, stderr[-2000:])
         n = int(child.data.metrics["epochs_run"])
         assert 0 < n < 100000000
         # a history as long as it ran, at the stride its planned epochs allow, ending on n
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_rmse")]
         assert sorted(steps) == logged_steps(100000000, n, 10000).tolist()
         assert child.data.tags["weights_sha256"]
+
+
+def _session(sid: int) -> list[int]:
+    """The processes of session ``sid`` still alive."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    alive.append(int(entry.name))
+            except ProcessLookupError:
+                continue
+    return alive
+
+
+def test_a_killed_population_sweep_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """SIGKILL (the out-of-memory killer) on the sweep's process: its worker processes,
+    which ignore Ctrl-C and SIGTERM, exit too; the tracking helper closes the runs."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "multirun"
+    proc = subprocess.Popen(
+        [sys.executable, "pipelines/run.py", "--multirun", "+sweep=base", "seed=0,1",
+         "train.epochs=100000000", "train.tol=0", "trace.enabled=false",
+         f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        while len(list(sweep_dir.glob("*/config.yaml"))) < 2:  # the workers prepared them
+            assert proc.poll() is None and time.monotonic() - t0 < 240
+            time.sleep(0.1)
+        assert len(_session(proc.pid)) >= 3  # the sweep's process and its two workers
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _session(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _session(proc.pid) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (parent := _children(uri)[0]).info.status == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    parent, children = _children(uri)
+    assert [r.info.status for r in (parent, *children)] == ["KILLED"] * 3
 
 
 def test_hydra_lists_the_launcher() -> None:

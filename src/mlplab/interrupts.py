@@ -2,9 +2,10 @@
 
 A scheduler (Kubernetes, SLURM, ``kill``) stops a job with SIGTERM; turned into
 ``KeyboardInterrupt``, it takes the path Ctrl-C takes, and the run ends KILLED with what
-it has. ``once=True`` ignores further SIGTERMs while the first is being handled (a worker
-closing its trial). :func:`deferred_interrupts` holds both signals back over a step that must
-not be cut in two.
+it has. Only the first SIGTERM is taken; later ones are ignored, so that they cannot cut
+the closing of the runs short: ``make`` forwards to its command the SIGTERM that ``kill``
+sent to the whole process group, which therefore comes twice. :func:`deferred_interrupts`
+holds both signals back over a step that must not be cut in two.
 """
 
 from __future__ import annotations
@@ -16,24 +17,21 @@ from collections.abc import Iterator
 from typing import Any
 
 
-def _raise(signum: int, frame: Any) -> None:
+def _interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # from now on
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _raise_once(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt(f"signal {signum}")
+def sigterm_interrupts() -> None:
+    """Make the first SIGTERM raise ``KeyboardInterrupt`` in this process (main thread only)
+    and ignore the next ones.
 
-
-def sigterm_interrupts(once: bool = False) -> None:
-    """Make SIGTERM raise ``KeyboardInterrupt`` in this process (main thread only).
-
-    A handler installed before (an entry point's, a worker's ``once``) is left in place.
+    A handler installed before (an entry point's) is left in place.
     """
     if threading.current_thread() is threading.main_thread():
         with contextlib.suppress(ValueError, OSError):
             if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-                signal.signal(signal.SIGTERM, _raise_once if once else _raise)
+                signal.signal(signal.SIGTERM, _interrupt)
 
 
 @contextlib.contextmanager

@@ -19,10 +19,11 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +128,12 @@ class RunOutcome:
             )
         lines = [
             f"run {self.run_id or '(tracking off)'}: {self.status}, "
-            f"{self.epochs_run} epochs, weights sha256 {self.weights_sha256[:12]}",
+            f"{self.epochs_run} epochs, weights sha256 {self.weights_sha256[:12] or '-'}",
             f"  train RMSE {m.get('final_train_rmse', float('nan')):.6f}   "
             f"test RMSE {test_rmse:.6f}"
-            + (f"   test accuracy {m['test_accuracy']:.3f}" if "test_accuracy" in m else ""),
+            + (f"   test accuracy {m['test_accuracy']:.3f}" if "test_accuracy" in m else "")
+            if "test_rmse" in m
+            else f"  not evaluated: {self.failure or 'the run ended ' + self.status}",
             f"  files: {self.out_dir}",
         ]
         if self.run_id and uri and uri.startswith("http"):
@@ -547,18 +550,27 @@ Drawer = Callable[[Job, TrainResult, dict[str, float]], "Future[list[Path]]"]
 
 
 def record(
-    job: Job, result: TrainResult, rec: Recorder, metrics: dict[str, float], draw: Drawer
+    job: Job,
+    result: TrainResult,
+    rec: Recorder,
+    metrics: dict[str, float],
+    draw: Drawer,
+    killed: str | None = None,
 ) -> tuple[RunOutcome, Future[list[Path]] | None]:
     """Evaluate, hand everything to the run, start the figures; the run's status follows the
     result. The figures (``draw``, maybe in another process) go to the run with its other
-    files in :func:`finish`."""
+    files in :func:`finish`. An interrupted member (``result.interrupted``, or ``killed``:
+    the reason it was stopped after its training) is recorded KILLED with its history and
+    weights, neither evaluated nor drawn."""
     cfg, out = job.cfg, job.out_dir
+    if killed is None and result.interrupted:
+        killed = f"interrupted at epoch {result.epochs_run + 1}"
     save_history(result.history, out)
     save_weights(out / "weights" / "final.npz", result.weights)
     sha = weights_sha256(result.weights)
     metrics = {**metrics, "epochs_run": float(result.epochs_run), "train_seconds": result.seconds}
     figures = None
-    if result.failure is None and not result.interrupted:
+    if result.failure is None and killed is None:
         net = build.network(cfg, job.sizes)
         net.set_weights(result.weights)
         metrics.update(evaluate(net, job.data))
@@ -569,8 +581,8 @@ def record(
             figures = draw(job, result, metrics)
     rec.log_metrics(metrics)
     rec.set_tags({"weights_sha256": sha, "stop_reason": result.stop_reason})
-    if result.interrupted:
-        rec.end_as("KILLED", f"interrupted at epoch {result.epochs_run + 1}")
+    if killed is not None:
+        rec.end_as("KILLED", killed)
     elif result.failure is not None:
         rec.end_as("FAILED", result.failure)
     return RunOutcome(rec, metrics, result.epochs_run, sha, out), figures
@@ -602,10 +614,21 @@ def _painter() -> Any:
 
 
 def _start_worker(setup: Callable[..., object] | None, args: Sequence[object]) -> None:
-    """A worker leaves Ctrl-C to the process that runs the population, then runs ``setup``."""
+    """A worker leaves Ctrl-C and SIGTERM to the process that runs the population (which
+    ends the workers), exits when that process is gone (killed outright: nothing else
+    would end it), then runs ``setup``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     if setup is not None:
         setup(*args)
+
+
+def _exit_with(parent: int, every: float = 1.0) -> None:
+    """Exit this process once ``parent`` is no longer its parent (it has died)."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _warm_up() -> None:
@@ -659,6 +682,94 @@ def drawer(jobs: Sequence[Job], pool: ProcessPoolExecutor | None) -> Drawer:
 
 
 # -- the whole run ---------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Member:
+    """One job of a group on its way through its run: what it has so far."""
+
+    job: Job
+    rec: Recorder
+    run: contextlib.ExitStack  # ends the run (:func:`tracked_run`)
+    metrics: dict[str, float] = field(default_factory=dict)
+    result: TrainResult | None = None
+    outcome: RunOutcome | None = None
+    figures: Future[list[Path]] | None = None
+    closed: bool = False
+
+    def close(self, outcome: RunOutcome | None = None) -> None:
+        """End the run (with its recorder's status): an interrupt waits until it has ended."""
+        self.outcome = outcome or self.outcome
+        with deferred_interrupts():
+            self.run.close()
+            self.closed = True
+
+
+class _Group:
+    """The runs of jobs whose networks stack: prepared, trained as one population, recorded."""
+
+    def __init__(self, members: list[_Member], pool: ProcessPoolExecutor | None) -> None:
+        self.members, self.pool = members, pool
+        self.ready: list[_Member] = []  # those that train (set by run, with what follows)
+        self.live = LiveHistory([], [])
+        self.draw = drawer([], None)
+
+    def run(self, progress: bool | None) -> None:
+        """Inputs and gradient checks, training, then each member recorded and closed."""
+        for m in self.members:
+            m.metrics = _before_training(m.job, m.rec)
+        self.ready = [m for m in self.members if m.rec.status == "FINISHED"]
+        for m in self.members:
+            if m.rec.status != "FINISHED":
+                m.close(RunOutcome(m.rec, m.metrics, 0, "", m.job.out_dir))
+        jobs = [m.job for m in self.ready]
+        self.live = LiveHistory(jobs, [m.rec for m in self.ready])
+        with progress_bar(self.members[0].job.cfg, progress) as bar:
+            results = train(jobs, monitors(bar, self.live)) if jobs else []
+        for m, result in zip(self.ready, results, strict=True):
+            m.result = result
+        self.draw = drawer(jobs, self.pool)
+        for k, m in enumerate(self.ready):
+            with deferred_interrupts():  # a member is recorded whole, or not at all
+                self._record(k, m)
+        for m in self.ready:
+            if not m.closed:
+                finish(m.outcome, m.figures)  # type: ignore[arg-type]
+                m.close()
+
+    def _record(self, k: int, m: _Member, killed: str | None = None) -> None:
+        """Member ``k`` of the population: the rest of its history, its record (a failure
+        to record ends its run FAILED; the others go on)."""
+        assert m.result is not None
+        try:
+            self.live.finish(k, m.result, m.job.cfg.train.epochs)
+            m.outcome, m.figures = record(m.job, m.result, m.rec, m.metrics, self.draw, killed)
+        except Exception as exc:
+            log.exception("recording %s failed", m.job.out_dir)
+            m.rec.end_as("FAILED", f"{type(exc).__name__}: {exc}")
+            m.close(RunOutcome(m.rec, m.metrics, m.result.epochs_run, "", m.job.out_dir))
+
+    def stop(self) -> None:
+        """After an interrupt outside training, every run still open is closed: a member
+        recorded whole as it would have been, the others KILLED with what they have (inputs;
+        history and weights if they trained), neither evaluated nor drawn."""
+        for m in self.members:
+            if m.closed:
+                continue
+            if m.result is None:
+                m.rec.end_as("KILLED", "interrupted before training")
+                m.outcome = RunOutcome(m.rec, m.metrics, 0, "", m.job.out_dir)
+            elif m.outcome is None:  # trained (a failed or interrupted training says so)
+                done = m.result.failure is None and not m.result.interrupted
+                why = f"interrupted while recording, after training ({m.result.stop_reason})"
+                self._record(self.ready.index(m), m, why if done else None)
+            elif m.figures is not None and m.figures.cancel():
+                m.rec.end_as("KILLED", "interrupted before its figures were drawn")
+                m.figures = None
+            if not m.closed:
+                if m.job.out_dir.is_dir():
+                    finish(m.outcome, m.figures)  # type: ignore[arg-type]
+                m.close()
+
+
 def run_group(
     jobs: Sequence[Job],
     sinks: Sequence[Sink],
@@ -670,42 +781,26 @@ def run_group(
     (its figures drawn by ``pool``'s workers, if given: :func:`population_workers`).
 
     Every run is opened before training and closed as soon as it is recorded. A member's
-    failed gradient check or crash ends that member's run FAILED; the others go on.
+    failed gradient check or crash ends that member's run FAILED; the others go on. An
+    interrupt during training ends the members KILLED with their history so far (their
+    outcomes say so); one anywhere else is raised once every run is closed
+    (:meth:`_Group.stop`).
     """
-    outcomes: list[RunOutcome | None] = [None] * len(jobs)
-    with contextlib.ExitStack() as group:
-        group.enter_context(blas_threads(jobs[0].cfg))
-        runs = [group.enter_context(contextlib.ExitStack()) for _ in jobs]
-        recs = [
-            run.enter_context(tracked_run(sink, run_spec(job, extra_tags)))
-            for run, job, sink in zip(runs, jobs, sinks, strict=True)
-        ]
-        metrics = [_before_training(job, rec) for job, rec in zip(jobs, recs, strict=True)]
-        ready = [i for i, rec in enumerate(recs) if rec.status == "FINISHED"]
-        for i in set(range(len(jobs))) - set(ready):
-            outcomes[i] = RunOutcome(recs[i], metrics[i], 0, "", jobs[i].out_dir)
-            runs[i].close()
-        live = LiveHistory([jobs[i] for i in ready], [recs[i] for i in ready])
-        with progress_bar(jobs[0].cfg, progress) as bar:
-            results = train([jobs[i] for i in ready], monitors(bar, live)) if ready else []
-        draw = drawer([jobs[i] for i in ready], pool)
-        pending = []
-        for member, (i, result) in enumerate(zip(ready, results, strict=True)):
-            try:
-                live.finish(member, result, jobs[i].cfg.train.epochs)
-                outcomes[i], figures = record(jobs[i], result, recs[i], metrics[i], draw)
-                pending.append((i, figures))
-            except Exception as exc:
-                log.exception("recording %s failed", jobs[i].out_dir)
-                recs[i].end_as("FAILED", f"{type(exc).__name__}: {exc}")
-                outcomes[i] = RunOutcome(
-                    recs[i], metrics[i], result.epochs_run, "", jobs[i].out_dir
-                )
-                runs[i].close()
-        for i, figures in pending:
-            finish(outcomes[i], figures)  # type: ignore[arg-type]
-            runs[i].close()
-    return [o for o in outcomes if o is not None]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(blas_threads(jobs[0].cfg))
+        members = []
+        for job, sink in zip(jobs, sinks, strict=True):
+            run = stack.enter_context(contextlib.ExitStack())
+            rec = run.enter_context(tracked_run(sink, run_spec(job, extra_tags)))
+            members.append(_Member(job, rec, run))
+        group = _Group(members, pool)
+        try:
+            group.run(progress)
+        except KeyboardInterrupt:
+            with deferred_interrupts():  # another signal waits until every run is closed
+                group.stop()
+            raise
+    return [m.outcome for m in members if m.outcome is not None]
 
 
 def _before_training(job: Job, rec: Recorder) -> dict[str, float]:

@@ -78,6 +78,9 @@ def tracked_run(sink: Sink, spec: RunSpec) -> Iterator[Recorder]:
         yield recorder
     except KeyboardInterrupt:
         recorder.status = "KILLED"
+        if recorder.failure is None:
+            with contextlib.suppress(Exception):
+                recorder.end_as("KILLED", "interrupted")
         raise
     except BaseException as exc:
         recorder.status = "FAILED"

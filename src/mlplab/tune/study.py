@@ -378,7 +378,7 @@ def worker_process(
 ) -> None:
     """Entry point of a worker process (see the module doc for its signals)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
-    sigterm_interrupts(once=True)
+    sigterm_interrupts()
     logging.basicConfig(level=logging.WARNING, format="[%(levelname)s] %(message)s")
     try:
         worker_loop(job, lock, barrier)
