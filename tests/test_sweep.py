@@ -183,6 +183,33 @@ def test_same_weights_alone_sequential_and_parallel(
         assert outcome.weights_sha256 == by_config[("[4]", optimizer)]
 
 
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["seed=0,1", "optimizer.lr=-1"], "optimizer.lr=-1.0 is not allowed"),
+        (["optimizer.nesterov=true", "optimizer.momentum=0,0.9"], None),  # one job runs
+    ],
+    ids=["every-job", "one-job"],
+)
+def test_a_bad_value_every_job_has_refuses_the_sweep_before_any_run(
+    tmp_path: Path, overrides: list[str], refused: str | None
+) -> None:
+    """A bad value on the command line that no swept value replaces: one message, exit 2,
+    no store and no run (SPEC §8). When a swept value makes a job valid, the sweep runs and
+    the refused jobs are FAILED children."""
+    proc, uri = sweep(tmp_path, "+sweep=base", *overrides)
+    output = proc.stdout + proc.stderr
+    if refused:
+        assert proc.returncode == 2, output[-3000:]
+        assert f"error: {refused}" in proc.stderr and "Traceback" not in output
+        assert not (tmp_path / "mlflow.db").exists()
+    else:
+        assert proc.returncode == 1, output[-3000:]
+        _, parent, children, _ = runs_of(uri)
+        statuses = {c.data.params["optimizer.momentum"]: c.info.status for c in children}
+        assert parent.info.status == "FAILED" and statuses == {"0.0": "FAILED", "0.9": "FINISHED"}
+
+
 def test_diverging_child_fails_alone_and_the_parent_reports_it(tmp_path: Path) -> None:
     proc, uri = sweep(
         tmp_path, "+sweep=base", "optimizer.lr=0.01,0.02,1e6", "model.output_activation=identity"

@@ -19,6 +19,7 @@ with its RUNNING children, once this process is gone. A parent is never left RUN
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import tempfile
@@ -28,16 +29,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 import mlplab
 from mlplab import build, plots
-from mlplab.config import SWEEP_ENV, TrackingConfig, recorded_config, user_overrides
+from mlplab.config import SWEEP_ENV, TrackingConfig, recorded_config, user_overrides, validate
 from mlplab.errors import JobExit, UserError, say_error
-from mlplab.pipeline import OVERRIDES_TAG, model_request, prepare
+from mlplab.pipeline import OVERRIDES_TAG, configure, model_request, prepare
 from mlplab.project import git_commit
 from mlplab.report import (
     METRICS,
@@ -151,11 +154,8 @@ def sweep_plan(config: DictConfig) -> tuple[list[str], list[str], int | None]:
     ``hydra.sweeper.params`` and the command line's sweeps); None for other sweepers.
     """
     task = task_overrides(config)
-    params = config.hydra.sweeper.get("params") or {}
-    items = [f"{k}={v}" for k, v in params.items()] + task
-    try:
-        parsed = OverridesParser.create().parse_overrides(items)
-    except Exception:
+    parsed = _sweep_overrides(config)
+    if parsed is None:
         return [], task, None
     swept: dict[str, bool] = {}
     for o in parsed:
@@ -166,13 +166,61 @@ def sweep_plan(config: DictConfig) -> tuple[list[str], list[str], int | None]:
             swept[key] = True
         else:
             swept.pop(key, None)  # a later plain value replaces an earlier sweep
-    jobs: int | None = None
-    if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+    jobs = job_overrides(config)
+    return list(swept), task, None if jobs is None else len(jobs)
+
+
+def _sweep_overrides(config: DictConfig) -> list[Override] | None:
+    """The sweeper's params and the command line's overrides, parsed (None: they don't parse)."""
+    params = config.hydra.sweeper.get("params") or {}
+    items = [f"{k}={v}" for k, v in params.items()] + task_overrides(config)
+    try:
+        return OverridesParser.create().parse_overrides(items)
+    except Exception:
+        return None
+
+
+def job_overrides(config: DictConfig) -> list[list[str]] | None:
+    """Each job's overrides, as Hydra's basic sweeper makes them (None for other sweepers)."""
+    parsed = _sweep_overrides(config)
+    if parsed is None or not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    try:
+        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except Exception:
+        return None
+
+
+def refuse_bad_values(config: DictConfig) -> None:
+    """Refuse the sweep before any run when every job of it would be refused (a bad value
+    on the command line that no swept value replaces): its one message, as a run's.
+
+    The sweep's own config (none of the swept values) is checked first; only when it is
+    refused are the jobs checked, each derived from it by its swept values (a sweep over
+    config groups is not derived: its jobs are left to refuse themselves).
+    """
+    base = copy.deepcopy(config)
+    with read_write(base), open_dict(base):
+        base.pop("hydra")  # a sweep's: its jobs' numbers and folders are not known yet
+    try:
+        validate(configure(base))
+        return
+    except UserError as exc:
+        refusal = exc
+    sweeps = {o.key_or_group for o in _sweep_overrides(config) or [] if o.is_sweep_override()}
+    groups, parser = set(config.hydra.runtime.choices), OverridesParser.create()
+    for overrides in job_overrides(config) or []:
+        parsed = [o for o in parser.parse_overrides(overrides) if o.key_or_group in sweeps]
+        if any(o.key_or_group in groups or o.is_hydra_override() for o in parsed):
+            return
+        job = copy.deepcopy(base)
         try:
-            jobs = sum(len(b) for b in BasicSweeper.split_arguments(parsed, None))
+            ConfigLoaderImpl._apply_overrides_to_config(parsed, job)
+            validate(configure(job))
+            return  # a job that runs: the others are refused one by one, as FAILED children
         except Exception:
-            jobs = None
-    return list(swept), task, jobs
+            continue
+    raise refusal
 
 
 # -- the children and the report -------------------------------------------------------------
@@ -304,8 +352,10 @@ class MlflowSweepCallback(Callback):
         return {**self.__dict__, "parent": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Create store, experiment and parent run; hand their ids to every job."""
+        """Refuse a bad value every job has; create store, experiment and parent run; hand
+        their ids to every job."""
         try:
+            refuse_bad_values(config)
             self._start(config)
         except UserError as exc:
             say_error(str(exc))

@@ -99,7 +99,7 @@ def _draw_param_panel(ax: Axes, values: list[str], y: np.ndarray) -> None:
     medians = [np.median(y[x == i]) for i in range(len(levels))]
     ax.plot(range(len(levels)), medians, lw=1, color="grey", marker="_", ms=14)
     ax.set_xticks(range(len(levels)), levels, rotation=30 if len(levels) > 4 else 0)
-    ax.set_xlim(-0.5, len(levels) - 0.5)
+    ax.set_xlim(-0.5, max(len(levels), 1) - 0.5)  # no level: every child failed
 
 
 def plot_sweep_params(
