@@ -9,6 +9,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # MLflow 3 copies a uv.lock found in the working directory into every model it saves
 # (1.1 MB each, two INFO lines): the model's requirements are listed explicitly instead.
 os.environ.setdefault("MLFLOW_UV_AUTO_DETECT", "false")
+# MLflow's per-file download bars (a saved model, a study reading its trials' configs) are
+# noise in our output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 try:
     __version__ = version("mlplab")

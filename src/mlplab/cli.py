@@ -11,7 +11,6 @@ an interrupt (Ctrl-C or SIGTERM).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +24,6 @@ from mlplab.pipeline import RunOutcome, configure, record_refusal, run
 from mlplab.project import conf_dir
 
 log = logging.getLogger("mlplab")
-# MLflow's per-file download bars (shown while the model is saved) are noise here.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 EXIT_STATUS = {"FINISHED": 0, "FAILED": 1, "KILLED": 130}
 
