@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -127,6 +128,12 @@ def run_cli(
         timeout=timeout,
         env=full_env,
     )
+
+
+def default_sigint() -> None:
+    """In a child process before it starts: SIGINT as in a terminal (a background job may
+    inherit it ignored, and Python then keeps it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def python_output(code: str, timeout: float = 120) -> list[str]:

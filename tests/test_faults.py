@@ -31,6 +31,7 @@ from conftest import (
     ROOT,
     SPEC_ARTIFACTS,
     artifact_paths,
+    default_sigint,
     python_output,
     run_cli,
     wait_for_run,
@@ -75,11 +76,6 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
             proc.kill()
             pytest.fail(f"{path} did not appear in {timeout} s")
         time.sleep(0.05)
-
-
-def _default_sigint() -> None:
-    """In the child: SIGINT as in a terminal (a background job may inherit it ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # -- divergence --------------------------------------------------------------------------
@@ -140,6 +136,7 @@ LONG_RUN = [
 #: the run is finished as an interrupted one. Prints the steps handed to the store.
 LIVE_HISTORY_INTERRUPTED = """
 import os, signal, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job's may be ignored
 from types import SimpleNamespace as NS
 import numpy as np
 from mlplab.pipeline import LiveHistory
@@ -194,6 +191,7 @@ def test_the_first_sigterm_interrupts_and_the_next_are_ignored() -> None:
 
 INTERRUPTED_WHILE_RECORDING = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job's may be ignored
 from pathlib import Path
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
@@ -263,7 +261,7 @@ def test_interrupt_ends_the_run_killed_with_history_and_weights(
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
     _wait_for(out / "config.yaml", proc)  # written as training begins
     time.sleep(4)  # some epochs of training (and the run created by the tracking helper)
@@ -323,7 +321,7 @@ def test_interrupted_sweep_closes_its_parent_and_children(tmp_path: Path, how: s
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
     try:
         t0 = time.monotonic()

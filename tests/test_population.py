@@ -26,7 +26,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_config, run_cli
+from conftest import ROOT, compose_config, default_sigint, run_cli
 from mlplab.nn import MLP, OptimizerSpec, TrainData, TrainSettings, fit, make_optimizer
 from mlplab.pipeline import logged_steps, run
 from mlplab.tracking import NullSink
@@ -264,7 +264,7 @@ def test_an_interrupted_population_ends_killed_with_partial_histories(tmp_path: 
          "train.epochs=100000000", "train.tol=0", "plot.enabled=false", "trace.enabled=false",
          f"tracking.uri={uri}", "tracking.experiment=stopped", f"hydra.sweep.dir={sweep_dir}"],
         cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=default_sigint,
     )  # fmt: skip
     try:
         t0 = time.monotonic()

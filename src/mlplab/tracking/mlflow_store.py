@@ -270,7 +270,10 @@ class RunStore:
         with contextlib.suppress(MlflowException):  # registered already
             self.client.create_registered_model(name)
         version = self.client.create_model_version(name, f"runs:/{run_id}/model", run_id)
-        self.client.set_registered_model_alias(name, alias, version.version)
+        try:
+            self.client.set_registered_model_alias(name, alias, version.version)
+        except MlflowException:  # another sweep set the new alias first: now it is an update
+            self.client.set_registered_model_alias(name, alias, version.version)
         return str(version.version)
 
     def delete_run(self, run_id: str) -> None:
