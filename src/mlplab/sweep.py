@@ -207,9 +207,12 @@ def refuse_bad_values(config: DictConfig) -> None:
         return
     except UserError as exc:
         refusal = exc
+    jobs = job_overrides(config)
+    if jobs is None:  # another sweeper chooses the values: its jobs refuse themselves
+        return
     sweeps = {o.key_or_group for o in _sweep_overrides(config) or [] if o.is_sweep_override()}
     groups, parser = set(config.hydra.runtime.choices), OverridesParser.create()
-    for overrides in job_overrides(config) or []:
+    for overrides in jobs:
         parsed = [o for o in parser.parse_overrides(overrides) if o.key_or_group in sweeps]
         if any(o.key_or_group in groups or o.is_hydra_override() for o in parsed):
             return
