@@ -150,7 +150,10 @@ def explain(source: str, original: RunInfo, cfg: Config, outcome: RunOutcome) ->
             if history
             else np.asarray(store.history(original.run_id, "train_rmse"))
         )
-    after = np.load(outcome.out_dir / "history" / "train_rmse.npy")
+    trained = outcome.out_dir / "history" / "train_rmse.npy"
+    if not trained.is_file():  # refused or failed before training (a gradient check)
+        return [*lines, f"train_rmse: the rerun did not train ({outcome.failure})"]
+    after = np.load(trained)
     epoch = history_departure(before, after)
     if epoch is None:
         return [*lines, "train_rmse: the same at every epoch"]
@@ -190,13 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     expected, got = original.tags.get("weights_sha256"), outcome.weights_sha256
     if expected and got == expected:
         print(f"MATCH: weights sha256 {got}", flush=True)
-        changed = [n for n in notes if n.startswith("environment ")]
+        changed = [n for n in notes if n.startswith(("config ", "environment "))]
         print("\n".join(f"  (differs, without effect) {n}" for n in changed), flush=bool(changed))
         return 0
     print(
         f"DIFFER: original weights sha256 {expected or '(none recorded)'}, rerun {got or '(none)'}"
     )
-    print("\n".join(f"  {n}" for n in notes if not n.startswith("config ") or True), flush=True)
+    print("\n".join(f"  {n}" for n in notes), flush=True)
     return 1
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from mlplab.compare import config_differences, history_departure, weight_differences
@@ -58,6 +60,16 @@ def test_weight_differences_that_cannot_be_measured() -> None:
     assert weight_differences(empty, empty) == ["W0: max |Δw| = 0"]
     nan = [np.array([[np.nan, 1.0]])]
     assert weight_differences(nan, [np.array([[np.nan, 1.5]])]) == ["W0: max |Δw| = 0.5"]
+    # a diverged run's weights (inf, NaN): compared without a warning
+    inf = [np.array([[np.inf, np.nan, 2.0]])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert weight_differences(inf, [inf[0].copy()]) == ["W0: max |Δw| = 0"]
+        assert weight_differences(inf, [np.array([[np.inf, 1.0, 2.0]])]) == ["W0: max |Δw| = nan"]
+        assert (
+            history_departure(np.array([0.5, np.inf, np.nan]), np.array([0.5, np.inf, np.nan]))
+            is None
+        )
     # float32 against float64: measured in float64
     x32 = [np.array([[0.1]], np.float32)]
     assert weight_differences(x32, [np.array([[0.1]])]) == ["W0: max |Δw| = 1.49e-09"]

@@ -149,6 +149,14 @@ def test_a_failed_gradient_check_exits_1_and_fails_the_run(done: dict[str, Done]
     assert 0 < logged.data.metrics["gradcheck_max_rel_error"] < 1e-5  # backprop is right
     assert "train_rmse" not in logged.data.metrics
     assert logged.info.run_id in r.stdout and "FAILED" in r.stdout
+    # logged once, and the run's inputs are its artifacts: it can be rerun
+    client = MlflowClient(r.uri)
+    assert len(client.get_metric_history(logged.info.run_id, "gradcheck_max_rel_error")) == 1
+    files = {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert {"config.yaml", "overrides.yaml", "environment.json", "weights"} <= files
+    assert [a.path for a in client.list_artifacts(logged.info.run_id, "weights")] == [
+        "weights/initial.npz"
+    ]
 
 
 def test_cfg_job_prints_the_composed_config_and_runs_nothing(done: dict[str, Done]) -> None:

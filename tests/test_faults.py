@@ -89,7 +89,7 @@ def test_divergence_fails_the_run_and_keeps_the_history(tmp_path: Path) -> None:
         "optimizer.lr=1e6",
         "train.epochs=500",
         "train.tol=0",
-        "plot.enabled=false",
+        "plot.animate=false",
         "trace.enabled=false",
         f"tracking.uri={uri}",
         f"hydra.run.dir={tmp_path / 'out'}",
@@ -113,9 +113,18 @@ def test_divergence_fails_the_run_and_keeps_the_history(tmp_path: Path) -> None:
     assert all(np.isfinite(p.value) for p in history)
     assert run.data.metrics["epochs_run"] == epoch - 1
     assert run.data.tags["stop_reason"] == "diverged"
-    assert {"weights/initial.npz", "weights/final.npz", "config.yaml"} <= artifact_paths(
-        client, run.info.run_id
-    )
+    assert run.info.run_name == "regression · sgd lr=1e+06 · [8]"  # the data chosen, not "tutorial"
+    # the rest of its record too (SPEC §5): its data, and the figures of how it diverged
+    assert {
+        "weights/initial.npz",
+        "weights/final.npz",
+        "config.yaml",
+        "data/train.csv",
+        "data/test.csv",
+        "plots/rmse.png",
+        "plots/predictions.png",
+        "plots/network.png",
+    } <= artifact_paths(client, run.info.run_id)
 
 
 # -- interrupts --------------------------------------------------------------------------

@@ -87,6 +87,15 @@ def test_arrays_not_named_w0_w1_are_refused(tmp_path: Path) -> None:
         network_from(path)
 
 
+def test_weights_that_are_not_finite_are_refused(tmp_path: Path) -> None:
+    """A NaN weight would make a run "diverge" at its first epoch: refused up front instead."""
+    bad = TEXTBOOK_W.copy()
+    bad[1, 0], bad[2, 1] = np.nan, -np.inf
+    path = save_weights(tmp_path / "nan.npz", [TEXTBOOK_V, bad])
+    with pytest.raises(DataError, match=r"W1 holds 2 NaN or infinite value\(s\)"):
+        network_from(path)
+
+
 def test_a_file_that_is_not_npz_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "weights.npz"
     path.write_text("v = [[0.5, -0.1]]\n")

@@ -83,6 +83,8 @@ def _check_sweep(server: TrackingServer, experiment: str, tmp_path: Path) -> Non
         assert data.params["tracking.uri"] == server.uri
         assert data.params["tracking.experiment"] == experiment
         assert data.params["tracking.parent_run_id"] == parent.info.run_id
+        # the sweep's script, not the launcher's worker (Ray's, submitit's)
+        assert data.tags["mlflow.source.name"] == "pipelines/run.py"
         # artifacts go through the server's proxy, not to a shared disk
         assert child.info.artifact_uri.startswith("mlflow-artifacts:"), child.info.artifact_uri
         epochs_run = int(data.metrics["epochs_run"])

@@ -11,8 +11,10 @@ restored weights, every ``stop_reason``, the evaluation metrics, and the keys
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -310,6 +312,23 @@ def test_tracking_timeout_and_retries_bound_a_silent_server(
     least = (retries + 1) * timeout + retries * 1.0
     assert least - 0.1 < seconds < least + 4, seconds
     assert silent_server in str(info.value)
+    assert not (tmp_path / "out" / "weights" / "final.npz").exists()
+
+
+def test_a_server_that_is_not_mlflow_is_refused_before_training(tmp_path: Path) -> None:
+    """A wrong port where another web server answers (404 on MLflow's /health): a user
+    error before training, not a store that "failed during the run"."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        cfg = configure(compose_config(f"tracking.uri={uri}", *QUICK))
+        with pytest.raises(TrackingError, match="not an MLflow tracking server") as info:
+            run(cfg, tmp_path / "out")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert uri in str(info.value) and "404" in str(info.value)
     assert not (tmp_path / "out" / "weights" / "final.npz").exists()
 
 

@@ -186,18 +186,20 @@ def test_same_weights_alone_sequential_and_parallel(
 @pytest.mark.parametrize(
     ("overrides", "refused"),
     [
-        (["seed=0,1", "optimizer.lr=-1"], "optimizer.lr=-1.0 is not allowed"),
-        (["optimizer.nesterov=true", "optimizer.momentum=0,0.9"], None),  # one job runs
+        (["+sweep=base", "seed=0,1", "optimizer.lr=-1"], "optimizer.lr=-1.0 is not allowed"),
+        (["+sweep=smoke", "optimizer.lr=-1"], "optimizer.lr=-1.0 is not allowed"),
+        (["+sweep=smoke", "optimizer=sgd,adamw"], "In 'config': Could not find 'optimizer/adamw'"),
+        (["+sweep=base", "optimizer.nesterov=true", "optimizer.momentum=0,0.9"], None),
     ],
-    ids=["every-job", "one-job"],
+    ids=["every-job", "every-job-of-a-group-sweep", "unknown-option", "one-job"],
 )
 def test_a_bad_value_every_job_has_refuses_the_sweep_before_any_run(
     tmp_path: Path, overrides: list[str], refused: str | None
 ) -> None:
-    """A bad value on the command line that no swept value replaces: one message, exit 2,
-    no store and no run (SPEC §8). When a swept value makes a job valid, the sweep runs and
-    the refused jobs are FAILED children."""
-    proc, uri = sweep(tmp_path, "+sweep=base", *overrides)
+    """A bad value on the command line that no swept value replaces, or a swept option that
+    does not exist: one message, exit 2, no store and no run (SPEC §8). When a swept value
+    makes a job valid, the sweep runs and the refused jobs are FAILED children."""
+    proc, uri = sweep(tmp_path, *overrides)
     output = proc.stdout + proc.stderr
     if refused:
         assert proc.returncode == 2, output[-3000:]

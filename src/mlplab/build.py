@@ -13,7 +13,7 @@ import numpy as np
 
 from mlplab.nn import MLP, TrainSettings, init_weights, make_optimizer
 from mlplab.nn.optimizers import Optimizer
-from mlplab.weights import check_shapes, load_weights
+from mlplab.weights import check_weights, load_weights
 
 if TYPE_CHECKING:  # annotations only: the served model (and the tracking helper) need no Hydra
     from mlplab.config import Config
@@ -37,7 +37,7 @@ def initial_weights(cfg: Config, sizes: Sequence[int], rng: np.random.Generator)
     m = cfg.model
     if m.init == "file":
         weights = load_weights(str(m.init_file))
-        check_shapes(weights, sizes, f"model.init_file={m.init_file!r}")
+        check_weights(weights, sizes, f"model.init_file={m.init_file!r}")
         return weights
     return init_weights(sizes, m.init, rng, m.init_scale)
 

@@ -38,15 +38,22 @@ def weight_differences(recorded: Sequence[Array], rerun: Sequence[Array]) -> lis
         if np.shape(a) != np.shape(b):
             out.append(f"W{layer}: shape {np.shape(a)} recorded, {np.shape(b)} in the rerun")
             continue
-        delta = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
-        out.append(f"W{layer}: max |Δw| = {float(np.nanmax(delta)) if delta.size else 0.0:.3g}")
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        with np.errstate(invalid="ignore"):  # inf − inf: a diverged run's, where they differ
+            delta = np.where(_same(a, b), 0.0, np.abs(a - b))
+        out.append(f"W{layer}: max |Δw| = {float(delta.max()) if delta.size else 0.0:.3g}")
     return out
+
+
+def _same(a: Array, b: Array) -> Array:
+    """Where two arrays hold the same number (NaN the same as NaN: a diverged run's)."""
+    return (a == b) | (np.isnan(a) & np.isnan(b))
 
 
 def history_departure(recorded: Array, rerun: Array) -> int | None:
     """The first epoch (from 1) where two train RMSE histories differ; None if they agree."""
     n = min(len(recorded), len(rerun))
-    unequal = np.flatnonzero(np.asarray(recorded[:n]) != np.asarray(rerun[:n]))
+    unequal = np.flatnonzero(~_same(np.asarray(recorded[:n]), np.asarray(rerun[:n])))
     if unequal.size:
         return int(unequal[0]) + 1
     return None if len(recorded) == len(rerun) else n + 1

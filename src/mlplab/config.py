@@ -423,6 +423,9 @@ SWEEP_ENV = {
     "tracking.parent_run_id": "MLPLAB_PARENT_RUN_ID",
     "tracking.run_name": "MLPLAB_RUN_NAME",
 }
+#: The script that launched a sweep, handed to its jobs the same way: a job run by Ray's or
+#: submitit's worker records it as its source (``mlflow.source.name``), not the worker's.
+ENTRY_POINT_ENV = "MLPLAB_ENTRY_POINT"
 
 
 def override_key(item: str) -> str:

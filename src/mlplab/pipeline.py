@@ -36,9 +36,11 @@ from tqdm import tqdm
 import mlplab
 from mlplab import build, environment, plots
 from mlplab.config import (
+    ENTRY_POINT_ENV,
     SWEEP_ENV,
     Config,
     config_yaml,
+    override_key,
     to_config,
     user_overrides,
     validate,
@@ -62,7 +64,7 @@ from mlplab.tracking import (
     tracked_run,
 )
 from mlplab.tracking.fallback import FOLDER_NAME
-from mlplab.tracking.uris import configure_http, resolve_uri
+from mlplab.tracking.uris import configure_http, project_store, resolve_uri
 from mlplab.weights import save_weights, weights_sha256
 
 Array = np.ndarray
@@ -138,8 +140,10 @@ class RunOutcome:
         ]
         if self.run_id and uri and uri.startswith("http"):
             lines.append(f"  look at it: {uri}")
-        elif self.run_id:
+        elif self.run_id and (uri is None or resolve_uri(uri) == project_store()):
             lines.append("  look at it: make ui  (MLflow UI on http://127.0.0.1:5000)")
+        elif self.run_id:  # make ui shows the project's store only
+            lines.append(f"  look at it: mlflow ui --backend-store-uri {uri}")
         return "\n".join(lines)
 
 
@@ -157,10 +161,11 @@ def configure(cfg: DictConfig | Config) -> Config:
                 if var in os.environ and not (key == "tracking.run_name" and cfg.tracking.run_name):
                     OmegaConf.update(cfg, key, os.environ[var], merge=False)
     typed = to_config(cfg)
-    if HydraConfig.initialized():  # name the run after the experiment chosen
-        typed.tracking.run_name = run_name(
-            typed, HydraConfig.get().runtime.choices.get("experiment")
-        )
+    if HydraConfig.initialized():  # named after the experiment, or the data chosen instead
+        hydra = HydraConfig.get()
+        own_data = not any(override_key(o) == "data" for o in hydra.overrides.task)
+        experiment = hydra.runtime.choices.get("experiment") if own_data else None
+        typed.tracking.run_name = run_name(typed, experiment)
     typed.tracking.uri = resolve_uri(typed.tracking.uri)
     typed.data.path = resolve_path(typed.data.path)
     typed.model.init_file = resolve_path(typed.model.init_file)
@@ -208,6 +213,11 @@ def environment_record() -> dict[str, Any]:
     return environment.record()
 
 
+def entry_point() -> str:
+    """The script that started the run: a sweep's, for its jobs (wherever they run)."""
+    return os.environ.get(ENTRY_POINT_ENV) or sys.argv[0] or "pipelines/run.py"
+
+
 def run_spec(job: Job, extra_tags: dict[str, str] | None = None) -> RunSpec:
     """What the run is opened with: the flattened config, the tags (the environment's key
     facts and MLflow's source tags among them), the name."""
@@ -217,7 +227,7 @@ def run_spec(job: Job, extra_tags: dict[str, str] | None = None) -> RunSpec:
         "git_commit": git_commit(),
         OVERRIDES_TAG: json.dumps(user_overrides(job.overrides)),
         **environment.tags(environment_record()),
-        **environment.source_tags(sys.argv[0] or "pipelines/run.py"),
+        **environment.source_tags(entry_point()),
         **(extra_tags or {}),
     }
     return RunSpec(
@@ -297,12 +307,12 @@ def data_splits(job: Job) -> list[DataSplit]:
 
 
 def check_gradients(job: Job, rec: Recorder) -> dict[str, float]:
-    """The gradient check of ``train.gradcheck``: logged; if it fails the run ends FAILED."""
+    """The gradient check of ``train.gradcheck``, as a metric of the run (logged with the
+    others); if it fails the run ends FAILED."""
     t = job.cfg.train
     if not t.gradcheck:
         return {}
     err = gradient_error(job)
-    rec.log_metrics({"gradcheck_max_rel_error": err})
     if not err <= t.gradcheck_threshold:
         rec.end_as(
             "FAILED",
@@ -441,10 +451,15 @@ def animation_frames(snapshots: dict[int, list[Array]], frames: int) -> dict[int
     return {epochs[int(i)]: snapshots[epochs[int(i)]] for i in idx}
 
 
-def network_subtitle(epochs_run: int, metrics: dict[str, float]) -> str:
+def network_subtitle(result: TrainResult, metrics: dict[str, float]) -> str:
     """The network figure's subtitle: the train RMSE of the final weights, the number the
-    run's summary prints (the last epoch's running RMSE is taken during its updates)."""
-    return f"{epochs_run} epochs, train RMSE {metrics['final_train_rmse']:.6f} (final weights)"
+    run's summary prints (the last epoch's running RMSE is taken during its updates), or
+    why the run failed (it is not evaluated)."""
+    if result.failure is not None:
+        return f"{result.epochs_run} epochs, then {result.failure}"
+    return (
+        f"{result.epochs_run} epochs, train RMSE {metrics['final_train_rmse']:.6f} (final weights)"
+    )
 
 
 def plot(
@@ -460,7 +475,7 @@ def plot(
     classification = data.task == "classification"
     X = np.concatenate([data.X_train, data.X_test])
     Y = np.concatenate([data.Y_train, data.Y_test])
-    subtitle = network_subtitle(result.epochs_run, metrics)
+    subtitle = network_subtitle(result, metrics)
     names = data.feature_names, data.target_names
     paths = [
         painter.rmse(result.history, pdir / "rmse.png", dpi=dpi),
@@ -570,12 +585,13 @@ def record(
     sha = weights_sha256(result.weights)
     metrics = {**metrics, "epochs_run": float(result.epochs_run), "train_seconds": result.seconds}
     figures = None
-    if result.failure is None and killed is None:
-        net = build.network(cfg, job.sizes)
-        net.set_weights(result.weights)
-        metrics.update(evaluate(net, job.data))
-        if cfg.tracking.enabled and cfg.tracking.log_model:  # built while we plot
-            rec.log_model(model_request(job, net))
+    if killed is None:  # a diverged run is drawn too (its RMSE curve says how), not evaluated
+        if result.failure is None:
+            net = build.network(cfg, job.sizes)
+            net.set_weights(result.weights)
+            metrics.update(evaluate(net, job.data))
+            if cfg.tracking.enabled and cfg.tracking.log_model:  # built while we plot
+                rec.log_model(model_request(job, net))
         write_data_csv(job.data, out, cfg.tracking.data_max_rows)
         if cfg.plot.enabled:
             figures = draw(job, result, metrics)
@@ -595,7 +611,8 @@ def finish(outcome: RunOutcome, figures: Future[list[Path]] | None) -> None:
             figures.result()
         except Exception as exc:  # the record stands without its figures
             log.exception("drawing %s failed", outcome.out_dir)
-            outcome.recorder.end_as("FAILED", f"figures: {type(exc).__name__}: {exc}")
+            if outcome.recorder.status == "FINISHED":  # a failed run keeps its reason
+                outcome.recorder.end_as("FAILED", f"figures: {type(exc).__name__}: {exc}")
     outcome.recorder.log_artifacts(outcome.out_dir)
 
 
@@ -718,8 +735,13 @@ class _Group:
             m.metrics = _before_training(m.job, m.rec)
         self.ready = [m for m in self.members if m.rec.status == "FINISHED"]
         for m in self.members:
-            if m.rec.status != "FINISHED":
-                m.close(RunOutcome(m.rec, m.metrics, 0, "", m.job.out_dir))
+            if m.rec.status != "FINISHED":  # its inputs go to the run: it can be rerun
+                outcome = RunOutcome(m.rec, m.metrics, 0, "", m.job.out_dir)
+                if m.metrics:
+                    m.rec.log_metrics(m.metrics)
+                if m.job.out_dir.is_dir():
+                    finish(outcome, None)
+                m.close(outcome)
         jobs = [m.job for m in self.ready]
         self.live = LiveHistory(jobs, [m.rec for m in self.ready])
         with progress_bar(self.members[0].job.cfg, progress) as bar:

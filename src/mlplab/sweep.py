@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,14 +32,24 @@ from typing import TYPE_CHECKING, Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_loader import ConfigLoader
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 import mlplab
 from mlplab import build, plots
-from mlplab.config import SWEEP_ENV, TrackingConfig, recorded_config, user_overrides, validate
+from mlplab.config import (
+    ENTRY_POINT_ENV,
+    SWEEP_ENV,
+    TrackingConfig,
+    recorded_config,
+    user_overrides,
+    validate,
+)
 from mlplab.errors import JobExit, UserError, say_error
 from mlplab.pipeline import OVERRIDES_TAG, configure, model_request, prepare
 from mlplab.project import git_commit
@@ -192,38 +203,81 @@ def job_overrides(config: DictConfig) -> list[list[str]] | None:
 
 
 def refuse_bad_values(config: DictConfig) -> None:
-    """Refuse the sweep before any run when every job of it would be refused (a bad value
-    on the command line that no swept value replaces): its one message, as a run's.
+    """Refuse the sweep before any run when every job of it would be refused: a swept
+    config-group option that does not exist (Hydra's own message), or a bad value on the
+    command line that no swept value replaces (its one message, as a run's).
 
     The sweep's own config (none of the swept values) is checked first; only when it is
-    refused are the jobs checked, each derived from it by its swept values (a sweep over
-    config groups is not derived: its jobs are left to refuse themselves).
+    refused are the jobs checked, each derived by its swept values from the sweep's config
+    or, for a job that chooses config-group options, from one composition by Hydra per set
+    of choices.
     """
-    base = copy.deepcopy(config)
-    with read_write(base), open_dict(base):
-        base.pop("hydra")  # a sweep's: its jobs' numbers and folders are not known yet
+    jobs = job_overrides(config)
+    loader = (
+        GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+    )
+    groups = set(config.hydra.runtime.choices)
+    if jobs is not None and loader is not None:
+        _refuse_unknown_options(config, jobs, groups, loader)
+    base = _without_hydra(config)
     try:
         validate(configure(base))
         return
     except UserError as exc:
         refusal = exc
-    jobs = job_overrides(config)
     if jobs is None:  # another sweeper chooses the values: its jobs refuse themselves
         return
     sweeps = {o.key_or_group for o in _sweep_overrides(config) or [] if o.is_sweep_override()}
-    groups, parser = set(config.hydra.runtime.choices), OverridesParser.create()
+    bases: dict[tuple[str, ...], DictConfig] = {(): base}
     for overrides in jobs:
-        parsed = [o for o in parser.parse_overrides(overrides) if o.key_or_group in sweeps]
-        if any(o.key_or_group in groups or o.is_hydra_override() for o in parsed):
+        parsed = [o for o in _PARSER.parse_overrides(overrides) if o.key_or_group in sweeps]
+        chosen = tuple(str(o.input_line) for o in parsed if o.key_or_group in groups)
+        if any(o.is_hydra_override() for o in parsed) or (chosen and loader is None):
             return
-        job = copy.deepcopy(base)
         try:
-            ConfigLoaderImpl._apply_overrides_to_config(parsed, job)
+            if chosen not in bases:
+                assert loader is not None
+                bases[chosen] = _without_hydra(loader.load_sweep_config(config, overrides))
+            job = copy.deepcopy(bases[chosen])
+            values = [o for o in parsed if o.key_or_group not in groups]
+            ConfigLoaderImpl._apply_overrides_to_config(values, job)
             validate(configure(job))
             return  # a job that runs: the others are refused one by one, as FAILED children
         except Exception:
             continue
     raise refusal
+
+
+_PARSER = OverridesParser.create()
+
+
+def _without_hydra(config: DictConfig) -> DictConfig:
+    """A copy of a sweep's (or job's) config without its ``hydra`` node."""
+    out = copy.deepcopy(config)
+    with read_write(out), open_dict(out):
+        out.pop("hydra")
+    return out
+
+
+def _refuse_unknown_options(
+    config: DictConfig, jobs: list[list[str]], groups: set[str], loader: ConfigLoader
+) -> None:
+    """A swept config-group option that does not exist is refused with Hydra's message (its
+    basic sweeper would refuse the whole batch, once the parent run was made)."""
+    options: dict[str, list[str]] = {}
+    for overrides in jobs:
+        for o in _PARSER.parse_overrides(overrides):
+            value = o.value()
+            if o.key_or_group not in groups or o.is_hydra_override() or not isinstance(value, str):
+                continue
+            if o.key_or_group not in options:
+                options[o.key_or_group] = loader.get_group_options(o.key_or_group)
+            if value in options[o.key_or_group]:
+                continue
+            try:
+                loader.load_sweep_config(config, overrides)
+            except HydraException as exc:
+                raise UserError(str(exc)) from None
 
 
 # -- the children and the report -------------------------------------------------------------
@@ -423,6 +477,8 @@ class MlflowSweepCallback(Callback):
         env_set = [
             hydra_override(f"+hydra.job.env_set.{SWEEP_ENV[k]}", v) for k, v in injected.items()
         ]
+        entry_point = str(Path(sys.argv[0]).resolve())
+        env_set.append(hydra_override(f"+hydra.job.env_set.{ENTRY_POINT_ENV}", entry_point))
         with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
             config.hydra.overrides.hydra = [*config.hydra.overrides.hydra, *env_set]
         print(

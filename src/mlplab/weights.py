@@ -42,8 +42,8 @@ def load_weights(path: str | Path) -> list[Array]:
         ) from None
 
 
-def check_shapes(weights: Sequence[Array], sizes: Sequence[int], source: str) -> None:
-    """Raise :class:`DataError` unless ``weights`` fit the layer ``sizes``."""
+def check_weights(weights: Sequence[Array], sizes: Sequence[int], source: str) -> None:
+    """Raise :class:`DataError` unless ``weights`` fit the layer ``sizes`` and are finite."""
     expected = [(a + 1, b) for a, b in pairwise(sizes)]
     got = [tuple(np.shape(W)) for W in weights]
     if got != expected:
@@ -51,6 +51,10 @@ def check_shapes(weights: Sequence[Array], sizes: Sequence[int], source: str) ->
             f"{source}: weight shapes {got} do not fit the topology {list(sizes)} "
             f"(expected {expected}: (fan_in + 1, fan_out), row 0 = bias)"
         )
+    for l, W in enumerate(weights):
+        bad = np.count_nonzero(~np.isfinite(W))
+        if bad:
+            raise DataError(f"{source}: W{l} holds {bad} NaN or infinite value(s)")
 
 
 def weights_sha256(weights: Sequence[Array]) -> str:

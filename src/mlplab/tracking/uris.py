@@ -23,9 +23,14 @@ from mlplab.errors import TrackingError
 from mlplab.project import repo_root
 
 
+def project_store() -> str:
+    """The project's own store, ``sqlite:///<repo>/mlflow.db`` (absolute): ``make ui``'s."""
+    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
 def default_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db`` (absolute)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    """``MLFLOW_TRACKING_URI`` if set, else :func:`project_store`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or project_store()
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -100,12 +105,19 @@ def check_sqlite_file(uri: str) -> None:
 
 
 def check_server(uri: str, timeout: float, retries: int) -> None:
-    """Refuse an HTTP(S) tracking URI that nothing answers (any HTTP reply will do)."""
+    """Refuse an HTTP(S) tracking URI that nothing answers, or whose server has no MLflow
+    ``/health`` (404: another server, a wrong port). Any other reply will do (an
+    authenticating proxy's 401, a server busy starting)."""
     for attempt in range(retries + 1):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
                 return
-        except urllib.error.HTTPError:  # a reply: something is listening
+        except urllib.error.HTTPError as exc:  # a reply: something is listening
+            if exc.code == 404:
+                raise TrackingError(
+                    f"tracking.uri={uri!r}: the server there is not an MLflow tracking server "
+                    f"(GET /health: {exc.code} {exc.reason}); check the host and port"
+                ) from None
             return
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
