@@ -29,9 +29,9 @@ import yaml
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
-from conftest import artifact_paths, compose_config, fresh_store, job_of
+from conftest import artifact_paths, compose_config, fresh_store, initial_network, job_of
 from mlplab.errors import TrackingError
-from mlplab.pipeline import configure, run, train
+from mlplab.pipeline import configure, run, train, write_inputs
 from mlplab.weights import load_weights, weights_sha256
 
 QUICK = [
@@ -333,6 +333,19 @@ def test_a_server_that_is_not_mlflow_is_refused_before_training(tmp_path: Path) 
 
 
 # -- initial weights chosen in the config -------------------------------------------------------
+def test_a_float32_run_starts_from_and_logs_float32_weights(tmp_path: Path) -> None:
+    """``weights/initial.npz`` holds what the network starts from: the draws in its dtype."""
+    drawn = job_of(compose_config("trace.enabled=false")).initial
+    job = job_of(compose_config("train.dtype=float32", "trace.enabled=false"), tmp_path)
+    write_inputs(job)
+    with np.load(tmp_path / "weights" / "initial.npz") as npz:
+        logged = [npz[f"W{l}"] for l in range(len(drawn))]
+    for W64, W32 in zip(drawn, logged, strict=True):
+        assert W64.dtype == np.float64 and W32.dtype == np.float32
+        np.testing.assert_array_equal(W32, W64.astype(np.float32))
+    assert weights_sha256(logged) == weights_sha256(initial_network(job).get_weights())
+
+
 @pytest.mark.parametrize(("init", "scale"), [("xavier", 1.0), ("xavier", 0.5), ("he", 2.0)])
 def test_model_init_set_in_the_config(init: str, scale: float) -> None:
     """model.init=xavier: U(±scale·√(6/(fan_in+fan_out))); he: N(0, (scale·√(2/fan_in))²);

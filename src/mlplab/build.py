@@ -33,13 +33,15 @@ def network(cfg: Config, sizes: Sequence[int], members: int = 1) -> MLP:
 
 
 def initial_weights(cfg: Config, sizes: Sequence[int], rng: np.random.Generator) -> list[Array]:
-    """The initial weights: drawn from ``rng`` (normal, xavier, he) or read from a file."""
+    """The initial weights, drawn from ``rng`` (normal, xavier, he: in float64) or read from a
+    file, in the network's dtype: what it starts from (``weights/initial.npz``)."""
     m = cfg.model
     if m.init == "file":
         weights = load_weights(str(m.init_file))
         check_weights(weights, sizes, f"model.init_file={m.init_file!r}")
-        return weights
-    return init_weights(sizes, m.init, rng, m.init_scale)
+    else:
+        weights = init_weights(sizes, m.init, rng, m.init_scale)
+    return [W.astype(cfg.train.dtype, copy=False) for W in weights]
 
 
 def optimizer(cfgs: Sequence[Config], net: MLP) -> Optimizer:

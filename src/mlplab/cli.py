@@ -78,6 +78,10 @@ def report(outcome: RunOutcome, brief: bool = False, uri: str | None = None) -> 
 def finish_main(main: Callable[[], Any]) -> int:
     """Call a ``@hydra.main`` function and turn its outcome into an exit status."""
     sigterm_interrupts()
+    hint = _unknown_key()
+    if hint:  # refused before Hydra's own message (its advice, +key=, would be refused too)
+        say_error(hint)
+        return 2
     try:
         main()
     except JobExit as exc:
@@ -85,7 +89,6 @@ def finish_main(main: Callable[[], Any]) -> int:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == 1:  # Hydra refused the config (unknown option, wrong type): a user error
-            _explain_refusal()
             return 2
         return code
     except KeyboardInterrupt:
@@ -99,10 +102,14 @@ def finish_main(main: Callable[[], Any]) -> int:
     return 0
 
 
-def _explain_refusal() -> None:
-    """After Hydra's message on an unknown key, say which keys are allowed there."""
+#: Hydra's flags that choose another config, whose keys this project's schema does not know.
+_OTHER_CONFIG = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
+
+
+def _unknown_key() -> str | None:
+    """The command line's first unknown config key, named with the keys allowed there."""
+    if any(arg.split("=")[0] in _OTHER_CONFIG for arg in sys.argv[1:]):
+        return None
     conf = conf_dir()
     groups = tuple(p.name for p in conf.iterdir() if p.is_dir()) if conf.is_dir() else ()
-    hint = unknown_key_hint(sys.argv[1:], groups)
-    if hint:
-        say_error(hint)
+    return unknown_key_hint(sys.argv[1:], groups)

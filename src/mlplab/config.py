@@ -439,10 +439,10 @@ def user_overrides(overrides: Iterable[str]) -> list[str]:
 
 
 def unknown_key_hint(overrides: list[str], groups: tuple[str, ...] = ()) -> str | None:
-    """For a command line Hydra refused: name the first unknown key and the keys allowed there.
-
-    Hydra's own message names the unknown key but not what is allowed; ``groups`` are the
-    config group names (``data``, ``experiment``, ``sweep`` ...) that may appear as keys.
+    """The first unknown key of a command line, named with the keys allowed there (checked
+    before Hydra composes: its message names the key, not what is allowed, and advises
+    ``+key=``, which the schema refuses too); ``groups`` are the config group names
+    (``data``, ``experiment``, ``sweep`` ...) that may appear as keys.
     """
     for item in overrides:
         key, sep, _ = item.partition("=")
