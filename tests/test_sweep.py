@@ -189,9 +189,10 @@ def test_same_weights_alone_sequential_and_parallel(
         (["+sweep=base", "seed=0,1", "optimizer.lr=-1"], "optimizer.lr=-1.0 is not allowed"),
         (["+sweep=smoke", "optimizer.lr=-1"], "optimizer.lr=-1.0 is not allowed"),
         (["+sweep=smoke", "optimizer=sgd,adamw"], "In 'config': Could not find 'optimizer/adamw'"),
+        (["+sweep=smoke,nosuch"], "In 'config': Could not find 'sweep/nosuch'"),
         (["+sweep=base", "optimizer.nesterov=true", "optimizer.momentum=0,0.9"], None),
     ],
-    ids=["every-job", "every-job-of-a-group-sweep", "unknown-option", "one-job"],
+    ids=["every-job", "every-job-of-a-group-sweep", "unknown-option", "unknown-sweep", "one-job"],
 )
 def test_a_bad_value_every_job_has_refuses_the_sweep_before_any_run(
     tmp_path: Path, overrides: list[str], refused: str | None

@@ -216,9 +216,12 @@ def refuse_bad_values(config: DictConfig) -> None:
     loader = (
         GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
     )
-    groups = set(config.hydra.runtime.choices)
-    if jobs is not None and loader is not None:
-        _refuse_unknown_options(config, jobs, groups, loader)
+    swept = [o for o in _sweep_overrides(config) or [] if o.is_sweep_override()]
+    groups = set(config.hydra.runtime.choices)  # and the groups only the jobs choose (+sweep=)
+    if loader is not None:
+        options = {o.key_or_group: loader.get_group_options(o.key_or_group) for o in swept}
+        groups |= {key for key, found in options.items() if found}
+        _refuse_unknown_options(config, swept, options, loader)
     base = _without_hydra(config)
     try:
         validate(configure(base))
@@ -227,7 +230,7 @@ def refuse_bad_values(config: DictConfig) -> None:
         refusal = exc
     if jobs is None:  # another sweeper chooses the values: its jobs refuse themselves
         return
-    sweeps = {o.key_or_group for o in _sweep_overrides(config) or [] if o.is_sweep_override()}
+    sweeps = {o.key_or_group for o in swept}
     bases: dict[tuple[str, ...], DictConfig] = {(): base}
     for overrides in jobs:
         parsed = [o for o in _PARSER.parse_overrides(overrides) if o.key_or_group in sweeps]
@@ -260,22 +263,26 @@ def _without_hydra(config: DictConfig) -> DictConfig:
 
 
 def _refuse_unknown_options(
-    config: DictConfig, jobs: list[list[str]], groups: set[str], loader: ConfigLoader
+    config: DictConfig,
+    swept: list[Override],
+    options: dict[str, list[str]],
+    loader: ConfigLoader,
 ) -> None:
-    """A swept config-group option that does not exist is refused with Hydra's message (its
-    basic sweeper would refuse the whole batch, once the parent run was made)."""
-    options: dict[str, list[str]] = {}
-    for overrides in jobs:
-        for o in _PARSER.parse_overrides(overrides):
-            value = o.value()
-            if o.key_or_group not in groups or o.is_hydra_override() or not isinstance(value, str):
-                continue
-            if o.key_or_group not in options:
-                options[o.key_or_group] = loader.get_group_options(o.key_or_group)
+    """A swept config-group option that does not exist (not among the group's ``options``) is
+    refused with Hydra's message (its basic sweeper would refuse the whole batch, once the
+    parent run was made)."""
+    for o in swept:
+        if o.is_hydra_override() or not options[o.key_or_group]:  # a key, not a group
+            continue
+        try:
+            values = list(o.sweep_string_iterator())
+        except HydraException:  # glob(...): Hydra lists the options itself
+            continue
+        for value in values:
             if value in options[o.key_or_group]:
                 continue
             try:
-                loader.load_sweep_config(config, overrides)
+                loader.load_sweep_config(config, [f"{o.get_key_element()}={value}"])
             except HydraException as exc:
                 raise UserError(str(exc)) from None
 
