@@ -274,6 +274,11 @@ def test_the_best_child_is_registered_and_served(
     best = parent.data.tags["best_run_id"]
     version = client.get_model_version_by_alias(EXPERIMENT, "best")
     assert version.run_id == best
+    # which sweep chose it: @best moves to each sweep's best child
+    assert version.tags["sweep_parent_run_id"] == parent.info.run_id
+    assert float(version.tags["test_rmse"]) == pytest.approx(
+        client.get_run(best).data.metrics["test_rmse"], rel=1e-5
+    )
     test = Path(client.download_artifacts(best, "data/test.csv", str(tmp_path)))
     weights = load_weights(client.download_artifacts(best, "weights/final.npz", str(tmp_path)))
     frame = pd.read_csv(test)

@@ -63,7 +63,8 @@ def study_of(tmp: Path) -> optuna.Study:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_parallel_study_logs_children_and_resumes(tmp_path: Path) -> None:
-    first = tune(tmp_path, "tune.n_trials=3", "tune.n_jobs=2")
+    # maximised: the study's best is then not the child of lowest test RMSE (a sweep's best)
+    first = tune(tmp_path, "tune.n_trials=3", "tune.n_jobs=2", "tune.direction=maximize")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "best parameters:" in first.stdout
     study = study_of(tmp_path)  # the journal beside the MLflow store
@@ -83,6 +84,9 @@ def test_parallel_study_logs_children_and_resumes(tmp_path: Path) -> None:
         key, _, value = item.partition("=")
         assert tags[f"best.{key}"] == value
     assert parent.data.metrics["best_value"] == pytest.approx(best.value, rel=1e-12)
+    # one best on the parent: the study's, whose report figures and metrics are its run's
+    assert tags["best_run_id"] == tags["best_trial_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert parent.data.metrics["best_test_rmse"] == pytest.approx(best.value, rel=1e-12)
     (alone,) = [line for line in first.stdout.splitlines() if "run it alone:" in line]
     assert "train.epochs=50" in alone and "train.epochs=3000" not in alone  # the last value
     assert "tracking." not in alone
@@ -103,7 +107,7 @@ def test_parallel_study_logs_children_and_resumes(tmp_path: Path) -> None:
         assert run.data.metrics["test_rmse"] == pytest.approx(t.value, rel=1e-12)
 
     # resume: more trials continue the same study under the same parent run
-    second = tune(tmp_path, "tune.n_trials=5", "tune.n_jobs=1")
+    second = tune(tmp_path, "tune.n_trials=5", "tune.n_jobs=1", "tune.direction=maximize")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "3 of 5 trials done, 2 to run" in second.stdout
     study = study_of(tmp_path)
@@ -215,6 +219,16 @@ def test_bad_search_spaces_name_the_key(space: dict[str, Any], key: str) -> None
     with pytest.raises(ConfigError) as info:
         validate_settings(TuneSettings(space=space))
     assert info.value.key == key
+
+
+def test_a_misspelled_objective_is_refused_before_any_trial() -> None:
+    """tune.metric=bogus used to run (and fail) every trial of the study, and exit 0."""
+    space = {"optimizer.lr": {"low": 0.1, "high": 1.0}}
+    with pytest.raises(ConfigError) as info:
+        validate_settings(TuneSettings(space=space, metric="test_rsme"))
+    assert info.value.key == "tune.metric" and "test_rmse, test_mae" in str(info.value)
+    for metric in (None, "test_rmse", "final_val_rmse", "test_accuracy", "train_seconds"):
+        validate_settings(TuneSettings(space=space, metric=metric))
 
 
 def test_trials_cut_short_are_run_again_but_failed_runs_count() -> None:

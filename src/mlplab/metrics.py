@@ -38,6 +38,12 @@ def accuracy(t: Array, y: Array) -> float:
     return float(np.mean(np.argmax(t, axis=1) == np.argmax(y, axis=1)))
 
 
+#: The metrics of a run's final weights: ``<split>_<name>`` for each split evaluated.
+SPLITS = ("final_train", "final_val", "test")
+NAMES = ("rmse", "mae", "r2", "accuracy")  # accuracy: classification only
+FINAL_METRICS = tuple(f"{split}_{name}" for split in SPLITS for name in NAMES)
+
+
 def evaluate_split(t: Array, y: Array, classification: bool) -> dict[str, float]:
     """All metrics of one split: rmse, mae, r2 (and accuracy for classification)."""
     out = {"rmse": rmse(t, y), "mae": mae(t, y), "r2": r2(t, y)}

@@ -47,7 +47,7 @@ from mlplab.config import (
 )
 from mlplab.data import Dataset, generate
 from mlplab.interrupts import deferred_interrupts
-from mlplab.metrics import evaluate_split
+from mlplab.metrics import SPLITS, evaluate_split
 from mlplab.nn import MLP, Progress, TrainData, TrainResult, fit
 from mlplab.nn.gradcheck import gradient_check
 from mlplab.nn.trainer import Monitor
@@ -433,11 +433,8 @@ def monitors(*calls: Monitor | None) -> Monitor:
 def evaluate(net: MLP, data: Dataset) -> dict[str, float]:
     """Metrics of the final weights: ``test_*``, ``final_train_*`` and ``final_val_*``."""
     out: dict[str, float] = {}
-    for split, X, Y in (
-        ("final_train", data.X_train, data.Y_train),
-        ("final_val", data.X_val, data.Y_val),
-        ("test", data.X_test, data.Y_test),
-    ):
+    splits = (data.X_train, data.Y_train), (data.X_val, data.Y_val), (data.X_test, data.Y_test)
+    for split, (X, Y) in zip(SPLITS, splits, strict=True):
         if X.shape[0]:
             metrics = evaluate_split(Y, net.predict(X), data.task == "classification")
             out.update({f"{split}_{key}": value for key, value in metrics.items()})

@@ -327,12 +327,14 @@ def publish_report(
     param_keys: Sequence[str],
     out_dir: Path,
     title: str = "",
+    chosen: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]]]:
     """Write ``summary.csv`` and the figures, log them and the best child on the parent.
 
     With seeds as replicates (``seed`` swept with other keys) also ``replicates.csv`` (each
     config's mean, std and 95 % interval across seeds, and its figure), and the best child
-    is the best run of the config with the best mean.
+    is the best run of the config with the best mean. ``chosen``: the best child's run id
+    as the caller chose it (a study, on its objective), instead.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(children, param_keys)
@@ -351,6 +353,7 @@ def publish_report(
         best = next(r for r in rows if r["run_id"] == reps[0]["best_run_id"])
         metrics.update({f"best_config_{k}": float(v) for k, v in reps[0].items()
                         if isinstance(v, float | int) and not isinstance(v, bool)})  # fmt: skip
+    best = next((r for r in rows if r["run_id"] == chosen), best)
     store.log_artifacts(parent_id, out_dir)
     tags: dict[str, str] = {}
     if best is not None:
@@ -364,8 +367,11 @@ def publish_report(
     return rows, best, reps
 
 
-def register_best(store: RunStore, run_id: str, name: str) -> str:
-    """The child's model registered as ``models:/<name>@best``; returns its version.
+def register_best(
+    store: RunStore, run_id: str, name: str, tags: dict[str, str] | None = None
+) -> str:
+    """The child's model registered as ``models:/<name>@best`` (the version with ``tags``:
+    which sweep chose it); returns its version.
 
     A child that logged no model (sweeps skip it: ``tracking.log_model``) gets it built from
     its record first: its config, its data again (seeded), its final weights.
@@ -383,7 +389,7 @@ def register_best(store: RunStore, run_id: str, name: str) -> str:
             net = build.network(cfg, job.sizes)
             net.set_weights(load_weights(weights))
             store.log_model(run_id, model_request(job, net, weights))
-    return store.register_model(run_id, name, "best")
+    return store.register_model(run_id, name, "best", tags)
 
 
 def print_report(
@@ -522,7 +528,12 @@ class MlflowSweepCallback(Callback):
             parent.store, parent.run_id, children, self.keys, out_dir, title
         )
         if best is not None and self.register:
-            version = register_best(parent.store, str(best["run_id"]), self.experiment)
+            chosen_by = {
+                "sweep": self.name,
+                "sweep_parent_run_id": parent.run_id,
+                "test_rmse": f"{best['test_rmse']:.6g}",
+            }
+            version = register_best(parent.store, str(best["run_id"]), self.experiment, chosen_by)
             print(
                 f"registered model {self.experiment!r} version {version} (alias best): "
                 f"mlflow models predict -m 'models:/{self.experiment}@best' -i <input.csv> "

@@ -265,11 +265,16 @@ class RunStore:
         self.end_run(run_id, status)
         return True
 
-    def register_model(self, run_id: str, name: str, alias: str) -> str:
-        """Register the run's ``model/`` as a new version of model ``name``, with ``alias``."""
+    def register_model(
+        self, run_id: str, name: str, alias: str, tags: Mapping[str, str] | None = None
+    ) -> str:
+        """Register the run's ``model/`` as a new version of model ``name`` (with ``tags``),
+        and point ``alias`` at it."""
         with contextlib.suppress(MlflowException):  # registered already
             self.client.create_registered_model(name)
-        version = self.client.create_model_version(name, f"runs:/{run_id}/model", run_id)
+        version = self.client.create_model_version(
+            name, f"runs:/{run_id}/model", run_id, tags=dict(tags or {})
+        )
         try:
             self.client.set_registered_model_alias(name, alias, version.version)
         except MlflowException:  # another sweep set the new alias first: now it is an update

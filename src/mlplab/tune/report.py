@@ -118,7 +118,9 @@ def publish(
     )
     children = collect_children(parent.store, parent.run_id, close_orphans=False)
     title = f"study {settings.study_name}: train RMSE per epoch"
-    publish_report(parent.store, parent.run_id, children, [s.key for s in specs], out_dir, title)
+    keys = [s.key for s in specs]
+    chosen = best.run_id if best else None  # on the study's objective, not the test RMSE
+    publish_report(parent.store, parent.run_id, children, keys, out_dir, title, chosen)
     tags = {"tune_n_trials": str(settings.n_trials), "tune_storage": storage}
     parent.store.log_metrics(parent.run_id, {"n_trials": float(len(trials))})
     if best is not None:

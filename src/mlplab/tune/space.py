@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import BaseTrial
 
 from mlplab.errors import ConfigError, UserError
+from mlplab.metrics import FINAL_METRICS
 from mlplab.project import conf_dir
 
 
@@ -93,6 +94,9 @@ def validate_settings(s: TuneSettings) -> None:
         raise ConfigError("tune.n_trials", s.n_trials, "an integer >= 1")
     if s.n_jobs == 0 or s.n_jobs < -1:
         raise ConfigError("tune.n_jobs", s.n_jobs, "an integer >= 1, or -1 (one per CPU)")
+    objectives = (*FINAL_METRICS, "epochs_run", "train_seconds")
+    if s.metric is not None and s.metric not in objectives:
+        raise ConfigError("tune.metric", s.metric, "null or a run metric: " + ", ".join(objectives))
     if s.sampler not in ("tpe", "random"):
         raise ConfigError("tune.sampler", s.sampler, "tpe or random")
     if not s.space:
