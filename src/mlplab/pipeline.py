@@ -716,6 +716,16 @@ class _Member:
             self.run.close()
             self.closed = True
 
+    def close_untrained(self) -> None:
+        """End a run that did not train (refused by its gradient check, or interrupted before
+        training): its inputs and its gradient check go to it, so that it can be rerun."""
+        self.outcome = RunOutcome(self.rec, self.metrics, 0, "", self.job.out_dir)
+        if self.metrics:
+            self.rec.log_metrics(self.metrics)
+        if self.job.out_dir.is_dir():
+            finish(self.outcome, None)
+        self.close()
+
 
 class _Group:
     """The runs of jobs whose networks stack: prepared, trained as one population, recorded."""
@@ -732,13 +742,8 @@ class _Group:
             m.metrics = _before_training(m.job, m.rec)
         self.ready = [m for m in self.members if m.rec.status == "FINISHED"]
         for m in self.members:
-            if m.rec.status != "FINISHED":  # its inputs go to the run: it can be rerun
-                outcome = RunOutcome(m.rec, m.metrics, 0, "", m.job.out_dir)
-                if m.metrics:
-                    m.rec.log_metrics(m.metrics)
-                if m.job.out_dir.is_dir():
-                    finish(outcome, None)
-                m.close(outcome)
+            if m.rec.status != "FINISHED":
+                m.close_untrained()
         jobs = [m.job for m in self.ready]
         self.live = LiveHistory(jobs, [m.rec for m in self.ready])
         with progress_bar(self.members[0].job.cfg, progress) as bar:
@@ -775,7 +780,7 @@ class _Group:
                 continue
             if m.result is None:
                 m.rec.end_as("KILLED", "interrupted before training")
-                m.outcome = RunOutcome(m.rec, m.metrics, 0, "", m.job.out_dir)
+                m.close_untrained()
             elif m.outcome is None:  # trained (a failed or interrupted training says so)
                 done = m.result.failure is None and not m.result.interrupted
                 why = f"interrupted while recording, after training ({m.result.stop_reason})"

@@ -120,12 +120,15 @@ def tracking_settings(config: DictConfig) -> TrackingConfig:
 
 
 # -- the plan of a sweep ---------------------------------------------------------------------
+_PARSER = OverridesParser.create()
+
+
 def hydra_override(key: str, value: str) -> str:
     """``key=value`` for Hydra's override grammar: the value arrives as written (quoted when
     it needs it; an ``${...}`` in it is text, resolved later where it is used)."""
     plain = f"{key}={value}"
     try:
-        parsed = OverridesParser.create().parse_override(plain)
+        parsed = _PARSER.parse_override(plain)
         if "${" not in value and not parsed.is_sweep_override() and parsed.value() == value:
             return plain
     except Exception:
@@ -186,14 +189,18 @@ def _sweep_overrides(config: DictConfig) -> list[Override] | None:
     params = config.hydra.sweeper.get("params") or {}
     items = [f"{k}={v}" for k, v in params.items()] + task_overrides(config)
     try:
-        return OverridesParser.create().parse_overrides(items)
+        return _PARSER.parse_overrides(items)
     except Exception:
         return None
 
 
 def job_overrides(config: DictConfig) -> list[list[str]] | None:
     """Each job's overrides, as Hydra's basic sweeper makes them (None for other sweepers)."""
-    parsed = _sweep_overrides(config)
+    return _jobs(config, _sweep_overrides(config))
+
+
+def _jobs(config: DictConfig, parsed: list[Override] | None) -> list[list[str]] | None:
+    """:func:`job_overrides` from the sweep's overrides, parsed."""
     if parsed is None or not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
         return None
     try:
@@ -212,11 +219,11 @@ def refuse_bad_values(config: DictConfig) -> None:
     or, for a job that chooses config-group options, from one composition by Hydra per set
     of choices.
     """
-    jobs = job_overrides(config)
     loader = (
         GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
     )
-    swept = [o for o in _sweep_overrides(config) or [] if o.is_sweep_override()]
+    parsed = _sweep_overrides(config)
+    swept = [o for o in parsed or [] if o.is_sweep_override()]
     groups = set(config.hydra.runtime.choices)  # and the groups only the jobs choose (+sweep=)
     if loader is not None:
         options = {o.key_or_group: loader.get_group_options(o.key_or_group) for o in swept}
@@ -228,6 +235,7 @@ def refuse_bad_values(config: DictConfig) -> None:
         return
     except UserError as exc:
         refusal = exc
+    jobs = _jobs(config, parsed)
     if jobs is None:  # another sweeper chooses the values: its jobs refuse themselves
         return
     sweeps = {o.key_or_group for o in swept}
@@ -249,9 +257,6 @@ def refuse_bad_values(config: DictConfig) -> None:
         except Exception:
             continue
     raise refusal
-
-
-_PARSER = OverridesParser.create()
 
 
 def _without_hydra(config: DictConfig) -> DictConfig:
