@@ -85,7 +85,7 @@ run: $(STAMP) ## run the pipeline once (the tutorial experiment); ARGS="key=valu
 test: $(TEST_STAMP) ## run the whole test suite (what CI runs; installs the server, ray, slurm and browser extras, PostgreSQL, Chromium)
 	$(WITH_ARGS) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-sweep: $(STAMP) $(if $(launcher_extra),$(VENV)/.synced-$(launcher_extra)) ## a Hydra multirun of conf/sweep/$(SWEEP).yaml; LAUNCHER=ray|submitit_local|...; ARGS="..."
+sweep: $(STAMP) $(if $(launcher_extra),$(VENV)/.synced-$(launcher_extra)) ## a Hydra multirun of conf/sweep/<SWEEP>.yaml (SWEEP=default); LAUNCHER=ray|submitit_local|...; ARGS="..."
 	$(WITH_ARGS) pipelines/run.py --multirun '+sweep=$(SWEEP)' $(if $(LAUNCHER),'hydra/launcher=$(LAUNCHER)')
 
 tune: $(STAMP) ## hyperparameter search with Optuna (resumable); ARGS="..."

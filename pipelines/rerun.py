@@ -17,9 +17,15 @@ config.yaml), 130 interrupted.
 
 from __future__ import annotations
 
+import sys
+
+from mlplab.interrupts import quiet_start
+
+if __name__ == "__main__":
+    quiet_start()  # Ctrl-C during the imports: one line, exit 130
+
 import argparse
 import json
-import sys
 import tempfile
 from dataclasses import asdict
 from datetime import datetime
@@ -124,6 +130,16 @@ def find_run(stores: list[str], run_id: str) -> tuple[str, RunInfo, str]:
     )
 
 
+def interrupted_epochs(original: RunInfo, overrides: list[str]) -> int | None:
+    """The epochs an interrupted run trained (to replay those only), unless the overrides
+    choose ``train.epochs``: replaying all of its epochs could not end as it did."""
+    epochs = original.metrics.get("epochs_run")
+    given = any(o.startswith("train.epochs=") for o in overrides)
+    if original.tags.get("stop_reason") != "interrupted" or epochs is None or given:
+        return None
+    return max(1, int(epochs))
+
+
 def explain(source: str, original: RunInfo, cfg: Config, outcome: RunOutcome) -> list[str]:
     """Why a rerun differs (or what differed around a MATCH): config keys, environment
     facts, the largest |Δw| per matrix, the first epoch where train_rmse departs."""
@@ -181,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
             f"  into {cfg.tracking.uri if cfg.tracking.enabled else '(tracking off)'}",
             flush=True,
         )
+        cut = interrupted_epochs(original, list(args.overrides))
+        if cut is not None:
+            cfg.train.epochs = cut
+            print(
+                f"  it was interrupted after {cut} epochs: the rerun trains {cut} "
+                "(its last weights, cut short in an epoch, may differ)",
+                flush=True,
+            )
         outcome = run(cfg, out_dir, list(args.overrides), extra_tags={"rerun_of": args.run_id})
         report(outcome, uri=cfg.tracking.uri)
         notes = explain(source, original, cfg, outcome)

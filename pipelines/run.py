@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import sys
 
+from mlplab.interrupts import quiet_start
+
+if __name__ == "__main__":
+    quiet_start()  # Ctrl-C during the imports: one line, exit 130
+
 from mlplab.tracking.helper import prestart
 
 # The tracking helper (a run's, or a sweep's: the parent's guard, which also logs a

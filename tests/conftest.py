@@ -144,6 +144,33 @@ def python_output(code: str, timeout: float = 120) -> list[str]:
     return proc.stdout.strip().splitlines()
 
 
+def start_run(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``pipelines/run.py`` started from the repository root, SIGINT as in a terminal, its
+    output piped (read it with ``communicate``)."""
+    return subprocess.Popen(
+        [sys.executable, "pipelines/run.py", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
+    )
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until ``path`` exists; fails the test if ``proc`` ends first or it takes too long."""
+    t0 = time.monotonic()
+    while not path.exists():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"the process ended ({proc.returncode}) before {path}:\n{err[-3000:]}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            pytest.fail(f"{path} did not appear in {timeout} s")
+        time.sleep(0.05)
+
+
 def wait_for_run(db: Path, experiment: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     """Until a run of ``experiment`` with its params is in the SQLite file ``db``.
 

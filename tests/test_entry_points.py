@@ -24,7 +24,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import CONF, ROOT, fresh_store
+from conftest import CONF, ROOT, fresh_store, start_run
 from mlplab import ui_link
 from mlplab.tracking.uris import default_uri
 
@@ -90,18 +90,7 @@ def done(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Done]]:
         d.mkdir()
         uri = f"sqlite:///{d / 'mlflow.db'}"
         args = _commands(d, uri)[name]
-        started[name] = (
-            subprocess.Popen(
-                [sys.executable, "pipelines/run.py", *args],
-                cwd=ROOT,
-                env=env,
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            ),
-            d,
-            uri,
-        )
+        started[name] = (start_run(*args, env=env), d, uri)
     results = {}
     for name, (proc, d, uri) in started.items():
         out, err = proc.communicate(timeout=600)

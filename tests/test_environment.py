@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -35,6 +36,8 @@ def test_record_holds_the_real_versions(facts: dict) -> None:
     assert facts["numpy"] == numpy.__version__
     assert facts["mlflow"] == version("mlflow")
     assert facts["mlplab"] == mlplab.__version__
+    lock = (Path(__file__).parents[1] / "uv.lock").read_bytes()
+    assert facts["lock"] == hashlib.sha256(lock).hexdigest()  # the versions make installs
     assert json.loads(json.dumps(facts)) == facts  # environment.json as written
 
 

@@ -34,6 +34,8 @@ from conftest import (
     default_sigint,
     python_output,
     run_cli,
+    start_run,
+    wait_for_file,
     wait_for_run,
 )
 from mlplab.weights import load_weights, weights_sha256
@@ -64,18 +66,6 @@ def _only_run(uri: str) -> tuple[MlflowClient, object]:
 
 def _history(client: MlflowClient, run_id: str, key: str = "train_rmse") -> list:
     return sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
-    t0 = time.monotonic()
-    while not path.exists():
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            pytest.fail(f"the process ended ({proc.returncode}) before {path}:\n{err[-3000:]}")
-        if time.monotonic() - t0 > timeout:
-            proc.kill()
-            pytest.fail(f"{path} did not appear in {timeout} s")
-        time.sleep(0.05)
 
 
 # -- divergence --------------------------------------------------------------------------
@@ -224,8 +214,8 @@ sinks = [make_sink(cfg.tracking, in_helper=True) for cfg in cfgs]
 sinks[1] = CtrlC(sinks[1])
 try:
     run_group(jobs, sinks, progress=False)
-except KeyboardInterrupt:
-    print("interrupted")
+except KeyboardInterrupt as exc:  # with each run's outcome, as it ended
+    print("interrupted", *[outcome.status for outcome in exc.outcomes])
 client = MlflowClient(uri)
 runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
 for run in sorted(runs, key=lambda r: int(r.data.params["seed"])):
@@ -242,7 +232,7 @@ def test_an_interrupt_while_a_population_is_recorded_closes_every_run(tmp_path: 
     members after it KILLED with their history, weights and inputs; then it is raised."""
     code = INTERRUPTED_WHILE_RECORDING.replace("sys.argv[1]", repr(str(tmp_path)))
     lines = python_output(code)
-    assert lines[0] == "interrupted", lines
+    assert lines[0] == "interrupted FINISHED FINISHED KILLED", lines
     weights = "weights/final.npz weights/initial.npz"
     assert lines[1:] == [
         f"FINISHED None True {weights}",
@@ -257,22 +247,8 @@ def test_interrupt_ends_the_run_killed_with_history_and_weights(
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "pipelines/run.py",
-            *LONG_RUN,
-            f"tracking.uri={uri}",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        env=_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=default_sigint,
-    )
-    _wait_for(out / "config.yaml", proc)  # written as training begins
+    proc = start_run(*LONG_RUN, f"tracking.uri={uri}", f"hydra.run.dir={out}", env=_env())
+    wait_for_file(out / "config.yaml", proc)  # written as training begins
     time.sleep(4)  # some epochs of training (and the run created by the tracking helper)
     assert proc.poll() is None
     t0 = time.monotonic()
@@ -294,7 +270,8 @@ def test_interrupt_ends_the_run_killed_with_history_and_weights(
     assert [p.step for p in history] == list(range(1, n + 1))
     assert all(np.isfinite(p.value) for p in history)
     # the weights at that moment, logged and matching the recorded hash
-    assert {"weights/initial.npz", "weights/final.npz"} <= artifact_paths(client, run.info.run_id)
+    kept = {"weights/initial.npz", "weights/final.npz", "data/train.csv", "data/test.csv"}
+    assert kept <= artifact_paths(client, run.info.run_id)  # and the data it trained on
     local = client.download_artifacts(run.info.run_id, "weights/final.npz", str(tmp_path))
     weights = load_weights(local)
     assert weights_sha256(weights) == run.data.tags["weights_sha256"]
@@ -487,6 +464,7 @@ def test_server_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
     )
     import_seconds = time.monotonic() - t0
     assert imp.returncode == 0, imp.stdout + imp.stderr
+    assert "Warning" not in imp.stderr, imp.stderr  # runpy's "found in sys.modules" was
     client = MlflowClient(fresh)
     exp = client.get_experiment_by_name("fragile")
     assert exp is not None
@@ -579,3 +557,28 @@ def test_fallback_import_into_the_same_store_closes_the_half_written_run(
     assert sorted(steps) == list(range(1, 31))
     assert fallback.main(["import", str(folder)]) == 2  # once per store
     assert fallback.main(["import", str(tmp_path)]) == 2  # not a fallback folder
+
+
+def test_two_runs_started_together_on_a_new_store_are_both_logged(tmp_path: Path) -> None:
+    """The first to open the new SQLite store creates MLflow's tables; the other waits for it
+    (without that, the second failed: "table ... already exists", its record a fallback)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    procs = [
+        start_run(
+            f"seed={seed}",
+            "plot.enabled=false",
+            f"tracking.uri={uri}",
+            f"hydra.run.dir={tmp_path / str(seed)}",
+            env=_env(),
+        )
+        for seed in (0, 1)
+    ]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids, run_view_type=ViewType.ALL)
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert not list(tmp_path.glob("*/mlflow-fallback"))

@@ -297,7 +297,7 @@ def test_the_validation_targets_take_the_network_dtype() -> None:
     runner = trainer._Runner(net, data, opt, [TrainSettings()], [np.random.default_rng(0)])
     assert runner.val is not None
     assert [a.dtype for a in runner.val] == [np.float32, np.float32]
-    assert runner.TT.dtype == runner.Xb.dtype == np.float32
+    assert runner.Y.dtype == runner.Xb.dtype == np.float32
 
 
 def test_members_that_cannot_share_a_step_are_refused() -> None:

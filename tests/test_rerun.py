@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, start_run, wait_for_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -182,3 +183,37 @@ def test_user_errors_exit_2_with_one_line(
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+def test_rerun_of_an_interrupted_run_replays_the_epochs_it_ran(
+    rerun_module: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C'd at epoch n of 10⁸: the rerun trains n epochs (all 10⁸ could never match)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "run"
+    proc = start_run(
+        "train.epochs=100000000",
+        "train.tol=0",
+        "plot.enabled=false",
+        "tracking.log_model=false",
+        f"tracking.uri={uri}",
+        f"hydra.run.dir={out}",
+    )
+    wait_for_file(out / "config.yaml", proc)  # written as training begins
+    time.sleep(2)  # some epochs
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "KILLED"
+    n = int(run.data.metrics["epochs_run"])
+    code = rerun_module.main(
+        [run.info.run_id, "--source-uri", uri, "--out", str(tmp_path / "re"), f"tracking.uri={uri}"]
+    )
+    printed = capsys.readouterr().out
+    assert f"it was interrupted after {n} epochs: the rerun trains {n} " in printed
+    (rerun,) = new_runs(client, run.info.run_id)
+    assert int(rerun.data.metrics["epochs_run"]) == n
+    # its weights match unless the interrupt came inside an epoch's step; its history does
+    assert code == 0 or "train_rmse: the same at every epoch" in printed, printed

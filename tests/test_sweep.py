@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
 from mlplab.pipeline import run
-from mlplab.sweep import child_name_template, hydra_override
+from mlplab.sweep import MlflowSweepCallback, child_name_template, hydra_override, start_parent
 from mlplab.tracking import NullSink
 from mlplab.weights import load_weights
 
@@ -90,6 +90,8 @@ def check_finished_sweep(proc: Any, uri: str, jobs: int, tmp: Path) -> dict[str,
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["sweep"] == "smoke"
     assert parent.data.tags["sweep_jobs"] == str(jobs)
+    assert parent.data.tags["mlflow.source.name"] == "pipelines/run.py"  # the UI's Source
+    assert parent.data.tags["mlflow.source.git.commit"] == parent.data.tags["git_commit"]
     assert len(children) == jobs
     assert len(every) == jobs + 1
     shas = {}
@@ -304,3 +306,20 @@ def test_the_best_child_is_registered_and_served(
     predicted = pd.DataFrame(json.loads((tmp_path / "out.json").read_text())["predictions"])
     assert list(predicted.columns) == ["y1", "y2"]
     np.testing.assert_allclose(predicted.to_numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_a_sweep_report_cut_short_by_ctrl_c_leaves_its_parent_killed(tmp_path: Path) -> None:
+    """Ctrl-C (or SIGTERM, which the sweep turns into it) while the report is written."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    callback = MlflowSweepCallback()
+    callback.parent = start_parent(uri, EXPERIMENT, "sweep cut short", {}, {})
+
+    def interrupted(config: Any, parent: Any) -> str:
+        raise KeyboardInterrupt
+
+    callback._finish = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        callback.on_multirun_end(config=None)  # type: ignore[arg-type]
+    parent = MlflowClient(tracking_uri=uri).get_run(callback.parent.run_id)
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["failure_reason"] == "interrupted while the sweep report was written"

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import FixedTrial, TrialState
 
 from conftest import run_cli
-from mlplab.errors import ConfigError
+from mlplab.errors import ConfigError, UserError
 from mlplab.tracking import open_store
 from mlplab.tune import StudyOutcome, load_settings, run_study
 from mlplab.tune import study as tune_study
@@ -76,6 +76,7 @@ def test_parallel_study_logs_children_and_resumes(tmp_path: Path) -> None:
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
     tags = parent.data.tags
+    assert tags["mlflow.source.name"] == "pipelines/tune.py"
     best = study.best_trial
     assert tags["best_trial"] == str(best.number)
     assert json.loads(tags["best_params"]) == best.params
@@ -187,6 +188,27 @@ def test_a_stale_trial_is_failed_and_run_again(
     assert "failure_reason" not in study_of(tmp_path).trials[0].user_attrs  # it did not count
     assert outcome.best is not None and outcome.best.number == 2
     assert MlflowClient(uri).get_run(stale_run).info.status == "KILLED"
+
+
+def test_a_study_refuses_the_trials_of_another_search(tmp_path: Path) -> None:
+    """The study is found by name: other run overrides would mix two searches in it."""
+    tune_here(tmp_path, n_trials=1)
+    settings = load_settings(
+        "default",
+        ["study_name=test-study", f"out_dir={tmp_path / 'out'}", "n_trials=2", "n_jobs=1"],
+    )
+    uri = f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(UserError) as info:
+        run_study(settings, [uri, *RUN_OVERRIDES, "data=sine"])
+    message = str(info.value)
+    assert message.startswith("study 'test-study' is another search (run overrides: ")
+    assert "data=sine" in message.split("not this one")[1]
+    assert "tune.study_name=" in message
+    assert len(study_of(tmp_path).trials) == 1  # no trial was added
+    settings.direction = "maximize"
+    with pytest.raises(UserError, match=r"\(objective: minimize default metric\), not this one"):
+        run_study(settings, [uri, *RUN_OVERRIDES])
+    assert len(study_of(tmp_path).trials) == 1
 
 
 # -- the pure parts -----------------------------------------------------------------------

@@ -183,7 +183,8 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
     (
         {"data.name": "spiral", "data.task": "classification"},
         "train.loss",
-        "cross_entropy when data.task=classification",
+        "cross_entropy when data.task=classification, with model.output_activation=softmax "
+        "(experiment=spiral and experiment=iris set both)",
     ),
     ({"tracking.timeout": 0}, "tracking.timeout", "an integer >= 1 (seconds)"),
     ({"tracking.retries": -1}, "tracking.retries", "an integer >= 0"),

@@ -87,6 +87,12 @@ CASES = [
     # -- values: ranges ----------------------------------------------------------------------
     Case("negative-width", lambda d: ["model.hidden=[-3]"], ["model.hidden[0]", "-3", ">= 1"]),
     Case("zero-width", lambda d: ["model.hidden=[4,0]"], ["model.hidden[1]", ">= 1"]),
+    # 3·10¹² weights: refused with its memory estimate before any weight is drawn
+    Case(
+        "too-big-to-train",
+        lambda d: ["model.hidden=[1000000000000]"],
+        ["model.hidden=[1000000000000]", "fits in memory", "GiB are available"],
+    ),
     Case("lr-zero", lambda d: ["optimizer.lr=0"], ["optimizer.lr", "> 0"]),
     Case("lr-negative", lambda d: ["optimizer.lr=-0.1"], ["optimizer.lr", "-0.1"]),
     Case("lr-nan", lambda d: ["optimizer.lr=nan"], ["optimizer.lr", "nan"]),

@@ -6,11 +6,14 @@ gradient check's (:meth:`MLP.like`) and the served model's (:func:`network_from_
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlplab.environment import available_memory
+from mlplab.errors import ConfigError
 from mlplab.nn import MLP, TrainSettings, init_weights, make_optimizer
 from mlplab.nn.optimizers import Optimizer
 from mlplab.weights import check_weights, load_weights
@@ -24,6 +27,34 @@ Array = np.ndarray
 def layer_sizes(cfg: Config, n_features: int, n_outputs: int) -> list[int]:
     """Input width, hidden widths, output width."""
     return [n_features, *cfg.model.hidden, n_outputs]
+
+
+def memory_needed(cfg: Config, sizes: Sequence[int], n_train: int, n_val: int) -> int:
+    """Roughly the bytes one run's training holds at its peak (an upper estimate).
+
+    Weight-sized: the weights, their gradients, the optimiser's state and scratch (up to
+    three), the initial, final and best weights, and each animation snapshot. Batch-sized:
+    five buffers per unit (pre-activation, activation, error, derivative, scratch) for a
+    training batch and for a validation chunk (up to 4 096 samples).
+    """
+    weights = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+    units = sum(sizes[1:])
+    batch = min(cfg.train.batch_size or n_train, n_train) + min(n_val, 4096)
+    copies = 8 + len(snapshot_epochs(cfg))
+    return np.dtype(cfg.train.dtype).itemsize * (copies * weights + 5 * units * batch)
+
+
+def check_memory(cfg: Config, sizes: Sequence[int], n_train: int, n_val: int) -> None:
+    """Refuse a network whose training cannot fit in this machine's available memory (it
+    would be killed by the system part-way, or swap for hours), before anything starts."""
+    needed, available = memory_needed(cfg, sizes, n_train, n_val), available_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            "model.hidden",
+            list(cfg.model.hidden),
+            f"a network that fits in memory: training {sizes} in {cfg.train.dtype} needs "
+            f"about {needed / 2**30:.1f} GiB, and {available / 2**30:.1f} GiB are available",
+        )
 
 
 def network(cfg: Config, sizes: Sequence[int], members: int = 1) -> MLP:

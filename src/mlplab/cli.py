@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mlplab.config import Config, hydra_job_context, unknown_key_hint
-from mlplab.errors import JobExit, UserError, say_error
+from mlplab.errors import Interrupted, JobExit, UserError, say_error
 from mlplab.interrupts import sigterm_interrupts
 from mlplab.pipeline import RunOutcome, configure, record_refusal, run
 from mlplab.project import conf_dir
@@ -36,6 +36,11 @@ def run_job(cfg: DictConfig) -> RunOutcome | None:
     try:
         typed = configure(cfg)
         outcome = run(typed, out_dir, overrides)
+    except Interrupted as exc:  # after training: say how the run ended, then exit 130
+        if not multirun:
+            for done in exc.outcomes:
+                report(done, uri=typed.tracking.uri if typed else None)
+        raise
     except UserError as exc:
         if not multirun:
             say_error(str(exc))

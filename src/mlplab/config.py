@@ -386,8 +386,14 @@ def _validate_train(cfg: Config) -> None:
             "and mse with any other output activation",
         )
     if (t.loss == "cross_entropy") != (d.task == "classification"):
-        wanted = "cross_entropy when" if d.task == "classification" else "mse unless"
-        raise ConfigError("train.loss", t.loss, f"{wanted} data.task=classification")
+        if d.task == "classification":  # e.g. data=spiral alone: its experiment sets both
+            wanted = (
+                "cross_entropy when data.task=classification, with "
+                "model.output_activation=softmax (experiment=spiral and experiment=iris set both)"
+            )
+        else:
+            wanted = "mse unless data.task=classification"
+        raise ConfigError("train.loss", t.loss, wanted)
 
 
 def _validate_output(cfg: Config) -> None:

@@ -2,7 +2,8 @@
 
 ``record()`` reads the facts that decide a run's numbers on a machine: Python, NumPy and the
 BLAS library NumPy calls (library, version, kernel, threads, as threadpoolctl sees it), MLflow,
-mlplab, the git commit and whether the tree is dirty, the CPU, the OS. ``tags`` turns the key
+mlplab, the git commit and whether the tree is dirty, the sha256 of the project's ``uv.lock``
+(the versions ``make`` installs), the CPU, the OS. ``tags`` turns the key
 facts into short ``env.*`` tags, ``source_tags`` gives MLflow's own ``mlflow.source.*`` tags,
 ``differences`` lists the facts that changed between two records (for ``make rerun``).
 
@@ -11,6 +12,7 @@ No MLflow import here: its version is read from the installed metadata.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
@@ -42,6 +44,7 @@ def record() -> dict[str, Any]:
         "mlflow": installed_version("mlflow"),
         "mlplab": mlplab.__version__,
         "git": {"commit": git("rev-parse", "HEAD") or UNKNOWN, "dirty": git_dirty()},
+        "lock": lock_sha256(),
         "cpu": cpu_model(),
         "cpus": usable_cpus(),
         "machine": platform.machine(),
@@ -78,6 +81,14 @@ def installed_version(distribution: str) -> str:
         return MISSING
 
 
+def lock_sha256() -> str:
+    """The sha256 of the project's ``uv.lock``, the pinned versions; ``(missing)`` without one."""
+    try:
+        return hashlib.sha256((repo_root() / "uv.lock").read_bytes()).hexdigest()
+    except OSError:
+        return MISSING
+
+
 def git_dirty() -> bool | None:
     """Whether tracked files differ from the commit (as ``git describe --dirty``); None: no git."""
     status = git("status", "--porcelain", "--untracked-files=no")
@@ -94,6 +105,19 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or UNKNOWN
+
+
+def available_memory() -> int | None:
+    """The bytes the system can give a new process without swapping (``MemAvailable``, Linux);
+    None where it is not known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "MemAvailable":
+                return int(value.split()[0]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def usable_cpus() -> int:

@@ -30,6 +30,15 @@ class TrackingError(UserError):
     """The tracking store cannot be reached or written."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM outside training, raised once every run of a group is closed, with
+    the runs' outcomes as they ended (one recorded whole before it came is FINISHED)."""
+
+    def __init__(self, outcomes: list[Any]) -> None:
+        super().__init__("interrupted")
+        self.outcomes = outcomes
+
+
 class JobExit(SystemExit):
     """The exit status a command chose (any other ``SystemExit(1)`` is Hydra refusing a config)."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,14 +23,28 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _interrupted_at_start(signum: int, frame: Any) -> None:
+    print("error: interrupted", file=sys.stderr, flush=True)
+    raise SystemExit(130)
+
+
+def quiet_start() -> None:
+    """Ctrl-C while an entry point imports (a second or two) ends it as it would later: one
+    line, exit status 130, no traceback of whichever import it cut. :func:`sigterm_interrupts`
+    gives Ctrl-C back to Python (``KeyboardInterrupt``) once the entry point handles it."""
+    signal.signal(signal.SIGINT, _interrupted_at_start)
+
+
 def sigterm_interrupts() -> None:
     """Make the first SIGTERM raise ``KeyboardInterrupt`` in this process (main thread only)
-    and ignore the next ones.
+    and ignore the next ones; Ctrl-C raises it too (again, after :func:`quiet_start`).
 
     A handler installed before (an entry point's) is left in place.
     """
     if threading.current_thread() is threading.main_thread():
         with contextlib.suppress(ValueError, OSError):
+            if signal.getsignal(signal.SIGINT) is _interrupted_at_start:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
                 signal.signal(signal.SIGTERM, _interrupt)
 

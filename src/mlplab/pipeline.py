@@ -2,7 +2,7 @@
 
 Each stage is a plain function with plain inputs and outputs (the typed config, arrays, a
 :class:`Job`, a :class:`~mlplab.nn.TrainResult`). :func:`run` strings them together inside
-one tracked run (:func:`~mlplab.tracking.tracked_run`, which owns the run's status, the
+one tracked run (:func:`~mlplab.tracking.lifecycle.tracked_run`, which owns the run's status, the
 fallback folder and interrupts); :func:`train` takes several jobs at once, so a population
 of runs (a sweep's) goes through the very same stages. Nothing here imports MLflow.
 """
@@ -46,6 +46,7 @@ from mlplab.config import (
     validate,
 )
 from mlplab.data import Dataset, generate
+from mlplab.errors import Interrupted
 from mlplab.interrupts import deferred_interrupts
 from mlplab.metrics import SPLITS, evaluate_split
 from mlplab.nn import MLP, Progress, TrainData, TrainResult, fit
@@ -53,17 +54,9 @@ from mlplab.nn.gradcheck import gradient_check
 from mlplab.nn.trainer import Monitor
 from mlplab.project import git_commit, resolve_path
 from mlplab.trace import build_trace, write_trace
-from mlplab.tracking import (
-    DataSplit,
-    ModelRequest,
-    Recorder,
-    RunSpec,
-    Sink,
-    flatten,
-    make_sink,
-    tracked_run,
-)
+from mlplab.tracking import DataSplit, ModelRequest, Sink, flatten, make_sink
 from mlplab.tracking.fallback import FOLDER_NAME
+from mlplab.tracking.lifecycle import Recorder, RunSpec, tracked_run
 from mlplab.tracking.uris import configure_http, project_store, resolve_uri
 from mlplab.weights import save_weights, weights_sha256
 
@@ -124,9 +117,8 @@ class RunOutcome:
         m = self.metrics
         test_rmse = m.get("test_rmse", float("nan"))
         if brief:
-            return (
-                f"job {self.out_dir.name}: {self.status}, {self.epochs_run} epochs, "
-                f"test RMSE {test_rmse:.6f}"
+            return f"job {self.out_dir.name}: {self.status}, {self.epochs_run} epochs, " + (
+                f"test RMSE {test_rmse:.6f}" if "test_rmse" in m else "not evaluated"
             )
         lines = [
             f"run {self.run_id or '(tracking off)'}: {self.status}, "
@@ -136,7 +128,7 @@ class RunOutcome:
             + (f"   test accuracy {m['test_accuracy']:.3f}" if "test_accuracy" in m else "")
             if "test_rmse" in m
             else f"  not evaluated: {self.failure or 'the run ended ' + self.status}",
-            f"  files: {self.out_dir}",
+            f"  files: {self.out_dir.absolute()}",
         ]
         if self.run_id and uri and uri.startswith("http"):
             lines.append(f"  look at it: {uri}")
@@ -195,6 +187,7 @@ def prepare(cfg: Config, out_dir: Path, overrides: Sequence[str] = ()) -> Job:
     with blas_threads(cfg):  # a generator's products (the regression teacher) too
         data = generate(cfg.data, rngs["data"], cfg.train.dtype)
     sizes = build.layer_sizes(cfg, data.n_features, data.n_outputs)
+    build.check_memory(cfg, sizes, len(data.X_train), len(data.X_val))
     initial = build.initial_weights(cfg, sizes, rngs["init"])
     return Job(cfg, Path(out_dir), list(overrides), data, sizes, initial, rngs["shuffle"])
 
@@ -581,6 +574,7 @@ def record(
     save_weights(out / "weights" / "final.npz", result.weights)
     sha = weights_sha256(result.weights)
     metrics = {**metrics, "epochs_run": float(result.epochs_run), "train_seconds": result.seconds}
+    write_data_csv(job.data, out, cfg.tracking.data_max_rows)  # what it trained on: any run
     figures = None
     if killed is None:  # a diverged run is drawn too (its RMSE curve says how), not evaluated
         if result.failure is None:
@@ -589,7 +583,6 @@ def record(
             metrics.update(evaluate(net, job.data))
             if cfg.tracking.enabled and cfg.tracking.log_model:  # built while we plot
                 rec.log_model(model_request(job, net))
-        write_data_csv(job.data, out, cfg.tracking.data_max_rows)
         if cfg.plot.enabled:
             figures = draw(job, result, metrics)
     rec.log_metrics(metrics)
@@ -808,7 +801,7 @@ def run_group(
     failed gradient check or crash ends that member's run FAILED; the others go on. An
     interrupt during training ends the members KILLED with their history so far (their
     outcomes say so); one anywhere else is raised once every run is closed
-    (:meth:`_Group.stop`).
+    (:meth:`_Group.stop`), as :class:`~mlplab.errors.Interrupted` with their outcomes.
     """
     with contextlib.ExitStack() as stack:
         stack.enter_context(blas_threads(jobs[0].cfg))
@@ -820,10 +813,10 @@ def run_group(
         group = _Group(members, pool)
         try:
             group.run(progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             with deferred_interrupts():  # another signal waits until every run is closed
                 group.stop()
-            raise
+            raise Interrupted([m.outcome for m in members if m.outcome is not None]) from exc
     return [m.outcome for m in members if m.outcome is not None]
 
 

@@ -19,6 +19,7 @@ with its RUNNING children, once this process is gone. A parent is never left RUN
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -41,7 +42,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 import mlplab
-from mlplab import build, plots
+from mlplab import build, environment, plots
 from mlplab.config import (
     ENTRY_POINT_ENV,
     SWEEP_ENV,
@@ -51,7 +52,7 @@ from mlplab.config import (
     validate,
 )
 from mlplab.errors import JobExit, UserError, say_error
-from mlplab.pipeline import OVERRIDES_TAG, configure, model_request, prepare
+from mlplab.pipeline import OVERRIDES_TAG, configure, entry_point, model_request, prepare
 from mlplab.project import git_commit
 from mlplab.report import (
     METRICS,
@@ -95,7 +96,12 @@ def start_parent(
 ) -> Parent:
     """Create the store (if new), the experiment and a RUNNING, guarded parent run."""
     store = open_store(uri)
-    all_tags = {"mlplab_version": mlplab.__version__, "git_commit": git_commit(), **tags}
+    all_tags = {
+        "mlplab_version": mlplab.__version__,
+        "git_commit": git_commit(),
+        **environment.source_tags(entry_point()),  # the UI's Source and Version columns
+        **tags,
+    }
     run_id = store.create_run(experiment, run_name, all_tags, params)
     return Parent(store, run_id, Guard(uri, run_id))
 
@@ -506,15 +512,23 @@ class MlflowSweepCallback(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Report on the parent, print the table, close the parent FINISHED or FAILED."""
+        """Report on the parent, print the table, close the parent FINISHED or FAILED (KILLED
+        when Ctrl-C or SIGTERM cuts the report short)."""
         if self.parent is None:
             return
-        status = "FAILED"
+        status, reason = "FAILED", ""
         try:
             status = self._finish(config, self.parent)
-        except Exception:
+        except KeyboardInterrupt:
+            status, reason = "KILLED", "interrupted while the sweep report was written"
+            raise
+        except Exception as exc:
             log.exception("could not write the sweep report")
+            reason = f"the sweep report failed: {type(exc).__name__}: {exc}"[:1000]
         finally:
+            if reason:
+                with contextlib.suppress(Exception):  # the store may be what failed
+                    self.parent.store.set_tags(self.parent.run_id, {"failure_reason": reason})
             self.parent.close(status)
         if status != "FINISHED":
             raise JobExit(1)

@@ -19,10 +19,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from mlplab.nn.activations import Op
 from mlplab.nn.losses import get_loss
 from mlplab.nn.network import MLP, Step, add_bias, sum_of_squares, transposed
 from mlplab.nn.optimizers import Optimizer, member_values, scheduled_lr
@@ -149,7 +151,7 @@ class _Runner:
         self.loss = get_loss(settings[0].loss)
         dtype = net.dtype
         self.Xb = add_bias(np.asarray(data.X, dtype))  # one sample per row, bias column first
-        self.TT = np.ascontiguousarray(transposed(np.asarray(data.Y, dtype)))  # one per column
+        self.Y = np.asarray(data.Y, dtype)  # one sample per row
         self.val = (
             (add_bias(np.asarray(data.X_val, dtype)), np.asarray(data.Y_val, dtype))
             if data.has_validation
@@ -162,9 +164,6 @@ class _Runner:
         """Compile one step per batch size and the views of every batch."""
         net, s = self.net, self.settings
         self.shufflers = [i for i, x in enumerate(s) if x.shuffle and len(self.spans) > 1]
-        self.Xs, self.Ts = (
-            (self.Xb.copy(), self.TT.copy()) if self.shufflers else (self.Xb, self.TT)
-        )
         fold = self.optimizer.folds_into_step
         self.constant_lr = all(x.schedule == "constant" for x in s)
         self.base_lrs = [o.lr for o in self.optimizer.specs]
@@ -185,14 +184,10 @@ class _Runner:
                 per_sample,
             )
         self.steps = steps
+        feed = self._gathered_batches() if self.shufflers else self._batch_views()
         self.batches = [
-            (
-                transposed(self.Xs[..., a:b, :]),
-                self.Ts[..., a:b],
-                steps[b - a][0],
-                net.workspace(b - a).actsT[-1],
-            )
-            for a, b in self.spans
+            (xT, tT, gather, steps[b - a][0], net.workspace(b - a).actsT[-1])
+            for (a, b), (xT, tT, gather) in zip(self.spans, feed, strict=True)
         ]
         self.validation = _Validation(net, *self.val) if self.val is not None else None
 
@@ -212,14 +207,49 @@ class _Runner:
                 )
         return lrs
 
+    def _batch_views(self) -> list[tuple[Array, Array, tuple[Op, ...]]]:
+        """Each batch as views of the data in order: no copy, nothing to gather."""
+        TT = np.ascontiguousarray(transposed(self.Y))  # one sample per column
+        return [(transposed(self.Xb[..., a:b, :]), TT[..., a:b], ()) for a, b in self.spans]
+
+    def _gathered_batches(self) -> list[tuple[Array, Array, tuple[Op, ...]]]:
+        """Each batch gathered, just before its step, from the rows of this epoch's order.
+
+        ``self.order`` holds each member's sample order as rows of its data flattened over
+        the members (member i's rows are i·n .. i·n + n − 1); one ``take`` per batch copies
+        the batch's rows, for every member at once, into a buffer of its batch size, while
+        they are about to be used (a copy of the whole data per epoch costs more). Members
+        that do not shuffle keep their rows in order.
+        """
+        n, lead = self.Xb.shape[-2], self.net.lead
+        self.order = np.arange(self.net.members * n).reshape(*lead, n)
+        X, Y = self.Xb.reshape(-1, self.Xb.shape[-1]), self.Y.reshape(-1, self.Y.shape[-1])
+        buffers: dict[int, tuple[Array, Array]] = {}
+        feed: list[tuple[Array, Array, tuple[Op, ...]]] = []
+        for a, b in self.spans:
+            if b - a not in buffers:
+                buffers[b - a] = (
+                    np.empty((*lead, b - a, X.shape[-1]), X.dtype),
+                    np.empty((*lead, b - a, Y.shape[-1]), Y.dtype),
+                )
+            xb, tb = buffers[b - a]
+            rows = self.order[..., a:b]  # mode "clip" writes to the buffer ("raise" copies it)
+            gather = (
+                partial(np.take, X, rows, 0, xb, "clip"),
+                partial(np.take, Y, rows, 0, tb, "clip"),
+            )
+            feed.append((transposed(xb), transposed(tb), gather))
+        return feed
+
     def shuffle(self) -> None:
-        """A new permutation of each shuffling member's samples."""
+        """A new order of each shuffling member's samples (a permutation of its rows)."""
         n = self.Xb.shape[-2]
         for i in self.shufflers:
             perm = self.rngs[i].permutation(n)
-            pos = () if self.net.members == 1 else (i,)
-            np.take(self.Xb[pos], perm, axis=0, out=self.Xs[pos])
-            np.take(self.TT[pos], perm, axis=1, out=self.Ts[pos])
+            if self.net.members == 1:
+                self.order[...] = perm
+            else:
+                np.add(perm, i * n, out=self.order[i])
 
     def epoch(self, lrs: list[float], classification: bool) -> tuple[Any, Any]:
         """Run every batch once; Σ(y − t)² per member, in float64 (and correct predictions).
@@ -231,7 +261,9 @@ class _Runner:
         correct: Any = 0 if classification else None
         update = None if self.optimizer.folds_into_step else self.optimizer.step
         grads = self.net.grads
-        for xT, tT, step, yT in self.batches:
+        for xT, tT, gather, step, yT in self.batches:
+            for op in gather:
+                op()
             sse += float(step(xT, tT)) if single else step(xT, tT)
             if classification:  # the step leaves the batch's outputs in yT
                 correct = correct + np.count_nonzero(yT.argmax(-2) == tT.argmax(-2), axis=-1)
@@ -246,7 +278,7 @@ class _Runner:
         self.rngs = [self.rngs[i] for i in keep]
         self.net = self.net.select(keep)
         self.optimizer = self.optimizer.select(keep, self.net.weights)
-        self.Xb, self.TT = _member_rows(self.Xb, keep), _member_rows(self.TT, keep)
+        self.Xb, self.Y = _member_rows(self.Xb, keep), _member_rows(self.Y, keep)
         if self.val is not None:
             self.val = (_member_rows(self.val[0], keep), _member_rows(self.val[1], keep))
         self._bind()
@@ -457,16 +489,17 @@ def fit(
     """Train ``net``'s members; returns each member's result (history, final weights, why).
 
     ``settings`` and ``rngs`` (the shuffling streams) have one entry per member; ``data``
-    holds every member's samples. The data are copied once, in the network's dtype: the
-    inputs with their bias column (one sample per row), the targets transposed (one sample
-    per column, the layout of the workspaces); a batch is a view of them. ``net`` is
+    holds every member's samples. The data are copied once, in the network's dtype, the
+    inputs with their bias column; a batch is a transposed view of them (one sample per
+    column, the layout of the workspaces), or, when members shuffle, a copy of its rows
+    gathered just before its step. ``net`` is
     trained in place until its first member stops; the results hold every member's final
     weights. ``on_epoch`` is called about 20 times a second (at least every 1 000 epochs).
     """
     if len({(s.batch_size, s.loss, s.classification) for s in settings}) != 1:
         raise ValueError("a population shares its batch size, loss and task")
     runner = _Runner(net, data, optimizer, settings, rngs)
-    book = _Book(settings, runner.Xb.shape[-2], runner.TT.shape[-2], runner.val is not None)
+    book = _Book(settings, runner.Xb.shape[-2], runner.Y.shape[-1], runner.val is not None)
     book.snapshot_start(runner)
     classification, next_call = settings[0].classification, 1
     t0 = time.perf_counter()

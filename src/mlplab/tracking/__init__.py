@@ -11,6 +11,9 @@
   closes runs whose process died;
 * :mod:`~mlplab.tracking.fallback`: the local record kept when a store fails mid-run;
 * :mod:`~mlplab.tracking.lifecycle`: :func:`tracked_run`, the one owner of a run's life.
+
+The package imports neither of the last two: ``python -m mlplab.tracking.fallback import``
+runs the fallback module without importing it twice (runpy warns when it was).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mlplab.tracking.helper import BackgroundSink, Guard, release_unused
-from mlplab.tracking.lifecycle import Recorder, RunSpec, tracked_run
 from mlplab.tracking.sink import DataSplit, ModelRequest, NullSink, Sink, flatten
 from mlplab.tracking.store import open_store, store_sink
 from mlplab.tracking.uris import CHECKED_STORES, check_store, configure_http, resolve_uri
@@ -30,14 +32,11 @@ __all__ = [
     "DataSplit",
     "Guard",
     "ModelRequest",
-    "Recorder",
-    "RunSpec",
     "Sink",
     "flatten",
     "make_sink",
     "open_store",
     "release_unused",
-    "tracked_run",
 ]
 
 

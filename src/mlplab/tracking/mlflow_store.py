@@ -38,6 +38,7 @@ from mlplab.tracking.uris import (
     artifact_root_for,
     check_artifact_root,
     check_local_store,
+    creating,
     first_line,
 )
 
@@ -96,7 +97,8 @@ class RunStore:
         check_local_store(uri)
         self.uri = uri
         try:  # MLflow opens, and for SQLite creates or migrates, the store here
-            self.client = MlflowClient(tracking_uri=uri)
+            with creating(uri):
+                self.client = MlflowClient(tracking_uri=uri)
         except Exception as exc:  # e.g. not a database, an unsupported scheme
             raise TrackingError(
                 f"tracking.uri={uri!r}: the MLflow store cannot be opened ({first_line(exc)})"

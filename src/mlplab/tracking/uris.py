@@ -8,6 +8,7 @@ request. Nothing here imports MLflow.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import ssl
@@ -15,6 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -86,6 +88,23 @@ def check_local_store(uri: str) -> None:
             f"tracking.uri={uri!r}: {str(target)!r} is not writable; expected a SQLite file "
             "in a writable folder"
         )
+
+
+@contextlib.contextmanager
+def creating(uri: str) -> Iterator[None]:
+    """One process at a time creates or migrates a SQLite store (an exclusive ``flock`` on
+    its folder: no extra file, and no clash with SQLite's own locks on the file). Two runs
+    started together on a new store would otherwise both create MLflow's tables, and the
+    second fail ("table ... already exists"); the second waits, then finds them made."""
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        yield
+        return
+    fd = os.open(Path(uri[len("sqlite:///") :]).parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def check_sqlite_file(uri: str) -> None:

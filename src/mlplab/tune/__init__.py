@@ -41,6 +41,7 @@ from mlplab.tune.space import TuneSettings, load_settings, parse_space
 from mlplab.tune.study import (
     WorkerJob,
     check_config,
+    check_same_search,
     counted_trials,
     fail_stale_trials,
     open_study,
@@ -114,6 +115,7 @@ def run_study(
     uri = base.tracking.uri if base.tracking.enabled else None
     storage = storage_spec(settings, uri)
     study = open_study(settings, storage)
+    check_same_search(study, settings, fixed)
     store = open_store(uri) if uri else None
     stale = fail_stale_trials(study, store)
     if stale:

@@ -61,7 +61,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from mlplab.config import Config, register_configs, schema_error, validate
+from mlplab.config import Config, override_key, register_configs, schema_error, validate
 from mlplab.errors import UserError
 from mlplab.interrupts import sigterm_interrupts
 from mlplab.pipeline import RunOutcome, configure, run
@@ -139,6 +139,46 @@ def open_study(settings: TuneSettings, storage: str) -> optuna.Study:
         )
     except Exception as exc:
         raise UserError(f"tune.storage={storage!r}, study {settings.study_name!r}: {exc}") from None
+
+
+#: Config groups whose overrides change where and how a trial is recorded, not its numbers.
+NO_EFFECT = ("tracking", "hydra", "plot", "trace")
+
+
+def check_same_search(study: optuna.Study, settings: TuneSettings, fixed: Sequence[str]) -> None:
+    """Refuse to add trials of another search to a study: its run overrides and objective
+    are noted on the study when it is created (a study of an earlier release gets them now).
+
+    The study is found by name only, so without this ``make tune ARGS="data=sine"`` after
+    ``make tune`` would report the tutorial study's best without running a trial, and
+    extending it would mix sine trials into it. Overrides of :data:`NO_EFFECT` groups may
+    change from one session to the next.
+    """
+    search = {
+        "run_overrides": [o for o in fixed if override_key(o).split(".")[0] not in NO_EFFECT],
+        "objective": f"{settings.direction} {settings.metric or 'default metric'}",
+    }
+    noted = {k: study.user_attrs[k] for k in search if k in study.user_attrs}
+    if not noted:
+        for key, value in search.items():
+            study.set_user_attr(key, value)
+        return
+    differs = [k for k in search if noted.get(k) != search[k]]
+
+    def shown(values: dict[str, Any]) -> str:
+        return "; ".join(
+            f"{k.replace('_', ' ')}: {' '.join(v) if isinstance(v, list) else v}"
+            for k, v in values.items()
+            if k in differs
+        )
+
+    if differs:
+        was, now = shown(noted), shown(search)
+        raise UserError(
+            f"study {settings.study_name!r} is another search ({was}), not this one ({now}): "
+            "its trials would mix with this one's. Name a new study (tune.study_name=...) "
+            "or repeat its settings"
+        )
 
 
 def counted_trials(study: optuna.Study) -> int:
