@@ -441,6 +441,8 @@ def test_server_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
     assert "Traceback" not in output, output[-3000:]
     folder = out / "mlflow-fallback"
     assert str(folder) in stderr
+    assert f"  its record: {folder} (the store failed; see below)" in stdout
+    assert "look at it" not in stdout  # a link to the dead server's stub would mislead
     # the server's store holds the half-written run: params, no history
     half = MlflowClient(f"sqlite:///{server_db}")
     exp = half.get_experiment_by_name("fragile")

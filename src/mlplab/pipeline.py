@@ -130,7 +130,9 @@ class RunOutcome:
             else f"  not evaluated: {self.failure or 'the run ended ' + self.status}",
             f"  files: {self.out_dir.absolute()}",
         ]
-        if self.run_id and uri and uri.startswith("http"):
+        if self.fallback is not None:  # the store holds a stub: the record is in the folder
+            lines.append(f"  its record: {self.fallback} (the store failed; see below)")
+        elif self.run_id and uri and uri.startswith("http"):
             lines.append(f"  look at it: {uri}")
         elif self.run_id and (uri is None or resolve_uri(uri) == project_store()):
             lines.append("  look at it: make ui  (MLflow UI on http://127.0.0.1:5000)")
