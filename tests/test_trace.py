@@ -320,3 +320,19 @@ def test_json_keeps_full_precision(tmp_path: Path) -> None:
     md = md_path.read_text()
     assert "not shown" not in md  # 3 rows, max_rows=10: every row is shown
     assert set(back["formulas"]) == set(back["values"])
+
+
+def test_trace_of_a_big_network_is_markdown_only(tmp_path: Path) -> None:
+    """step1.json holds every array in full: past a million numbers (360 MB for a
+    [2000, 2000] net) only step1.md is written, and it says why."""
+    cfg = compose_config("model.hidden=[600,600]")
+    rng = np.random.default_rng(4)
+    weights = [rng.standard_normal((a + 1, b)) for a, b in [(2, 600), (600, 600), (600, 2)]]
+    X, T = rng.random((5, 2)), rng.random((5, 2))
+    paths = write_trace(build_trace(cfg, weights, X, T), tmp_path, max_rows=3)
+    assert [p.name for p in paths] == ["step1.md"]
+    assert not (tmp_path / "step1.json").exists()
+    md = paths[0].read_text()
+    assert "written for traces of at most 1,000,000 numbers: this one has 1,4" in md
+    assert "every number is in step1.json" not in md
+    assert "588 more columns not shown (12 of 600)." in md

@@ -5,8 +5,8 @@ on a fresh network holding a copy of the initial weights, with the kernel traini
 (:meth:`~mlplab.nn.network.MLP.make_step`), and reads each intermediate array from that
 step's buffers. The updated weights are those of one training step (:func:`~mlplab.nn.fit`
 on that batch): a full-batch run has exactly these weights after its first epoch.
-:func:`write_trace` writes them as ``step1.json`` (every array in full, at full precision)
-and ``step1.md`` (the twelve steps, each formula next to its numbers).
+:func:`write_trace` writes them as ``step1.json`` (every array in full, at full precision;
+up to a million numbers) and ``step1.md`` (the twelve steps, each formula next to its numbers).
 
 Names. A network with one hidden layer uses the textbook's names:
 
@@ -61,6 +61,9 @@ Array = np.ndarray
 FORMAT = "mlplab-trace/1"
 _MAX_WEIGHT_ROWS = 32  # rows of a weight-shaped matrix shown in step1.md
 _MAX_COLUMNS = 12  # columns shown in step1.md
+#: step1.json is written for traces of at most this many numbers (~22 bytes each in JSON:
+#: ~22 MB, 2 s); a [2000, 2000] network's trace has 16 million (360 MB, 40 s): step1.md only.
+JSON_MAX_NUMBERS = 1_000_000
 
 
 # -- names -------------------------------------------------------------------------------
@@ -581,6 +584,7 @@ def _matrix_block(
     max_rows: int,
     row_label: Callable[[int], str],
     unit: str,
+    whole: bool,
 ) -> list[str]:
     """A fixed-width text table of a 2-D array: the first ``max_rows`` rows, with a note."""
     arr = np.asarray(value, dtype=np.float64)
@@ -605,11 +609,17 @@ def _matrix_block(
         notes.append(f"{n_cols - show_c} more columns not shown ({show_c} of {n_cols})")
     out = ["```", *lines, "```"]
     if notes:
-        out.append("*" + "; ".join(notes) + ": every number is in step1.json.*")
+        where = ": every number is in step1.json" if whole else ""
+        out.append("*" + "; ".join(notes) + where + ".*")
     return out
 
 
-def _markdown(trace: dict[str, Any], max_rows: int) -> str:
+def _numbers(trace: dict[str, Any]) -> int:
+    """How many numbers the trace's arrays hold."""
+    return sum(math.prod(shape) for shape in trace["shapes"].values())
+
+
+def _markdown(trace: dict[str, Any], max_rows: int, whole: bool) -> str:
     values, formulas = trace["values"], trace["formulas"]
     labels, per_sample = trace["labels"], set(trace["per_sample"])
     opt = trace["optimizer"]
@@ -631,7 +641,12 @@ def _markdown(trace: dict[str, Any], max_rows: int) -> str:
         "Weight matrices have one row per unit of the layer below, row 0 (B) for the bias "
         "neuron, and one column per unit of the layer above. Per-sample arrays have one row "
         f"per sample; the first {max_rows} are shown. Numbers are rounded here; "
-        "`step1.json` holds every array in full, at full precision.",
+        + (
+            "`step1.json` holds every array in full, at full precision."
+            if whole
+            else f"`step1.json`, every array in full, is written for traces of at most "
+            f"{JSON_MAX_NUMBERS:,} numbers: this one has {_numbers(trace):,}, so it is left out."
+        ),
         "",
     ]
     for st in trace["steps"]:
@@ -655,6 +670,7 @@ def _markdown(trace: dict[str, Any], max_rows: int) -> str:
                 max_rows if sample else _MAX_WEIGHT_ROWS,
                 (lambda i: f"sample {i + 1}") if sample else (lambda i: f"[{i}]"),
                 "row",
+                whole,
             )
             out.append("")
     return "\n".join(out)
@@ -675,11 +691,14 @@ def _json(obj: Any, indent: int = 0) -> str:
 
 
 def write_trace(trace: dict[str, Any], out_dir: Path, max_rows: int) -> list[Path]:
-    """Write ``out_dir/step1.json`` (every array in full) and ``out_dir/step1.md`` (readable)."""
+    """Write ``out_dir/step1.json`` (every array in full; up to :data:`JSON_MAX_NUMBERS`
+    numbers) and ``out_dir/step1.md`` (readable); return the files written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    whole = _numbers(trace) <= JSON_MAX_NUMBERS
     json_path = out_dir / "step1.json"
     md_path = out_dir / "step1.md"
-    json_path.write_text(_json(trace) + "\n", encoding="utf-8")
-    md_path.write_text(_markdown(trace, max(1, int(max_rows))) + "\n", encoding="utf-8")
-    return [json_path, md_path]
+    if whole:
+        json_path.write_text(_json(trace) + "\n", encoding="utf-8")
+    md_path.write_text(_markdown(trace, max(1, int(max_rows)), whole) + "\n", encoding="utf-8")
+    return [json_path, md_path] if whole else [md_path]
