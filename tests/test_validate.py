@@ -140,6 +140,11 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
         "optimizer.nesterov",
         "false unless optimizer.momentum > 0",
     ),
+    (
+        {"optimizer.name": "adam", "optimizer.momentum": 0.9},
+        "optimizer.momentum",
+        "0 with adam (its momentum is optimizer.beta1)",
+    ),
     ({"optimizer.beta1": 1.0}, "optimizer.beta1", "0 <= value < 1"),
     ({"optimizer.beta2": 1.0}, "optimizer.beta2", "0 <= value < 1"),
     ({"optimizer.beta2": -0.1}, "optimizer.beta2", "0 <= value < 1"),

@@ -356,6 +356,10 @@ def _validate_optimizer(o: OptimizerConfig) -> None:
     _unit_interval("optimizer.momentum", o.momentum, "0 <= momentum < 1")
     if o.nesterov and o.momentum <= 0:
         raise ConfigError("optimizer.nesterov", o.nesterov, "false unless optimizer.momentum > 0")
+    if o.name == "adam" and o.momentum:  # it would be logged as a param and do nothing
+        raise ConfigError(
+            "optimizer.momentum", o.momentum, "0 with adam (its momentum is optimizer.beta1)"
+        )
     _unit_interval("optimizer.beta1", o.beta1)
     _unit_interval("optimizer.beta2", o.beta2)
     _positive("optimizer.eps", o.eps)
