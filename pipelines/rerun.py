@@ -84,8 +84,18 @@ def fetch_run(uri: str, run_id: str) -> tuple[RunInfo, str]:
         raise RerunError(f"run {run_id!r} not found in the tracking store {uri}")
     text = open_store(uri).read_text(run_id, "config.yaml")
     if text is None:
-        raise RerunError(f"run {run_id!r} has no config.yaml artifact: it cannot be rerun")
+        raise RerunError(
+            f"run {run_id!r} has no config.yaml artifact: it cannot be rerun" + moved(run)
+        )
     return run, text
+
+
+def moved(run: RunInfo) -> str:
+    """Why a local run's artifacts may be missing: its folder is not where the store says."""
+    local = run.artifact_uri.removeprefix("file://")
+    if local.startswith("/") and not Path(local).exists():
+        return f" (its artifacts should be in {local}, which does not exist: was the store moved?)"
+    return ""
 
 
 def rerun_config(text: str, overrides: list[str]) -> Config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -183,6 +184,27 @@ def test_user_errors_exit_2_with_one_line(
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+def test_a_store_moved_without_its_artifacts_is_named(
+    source: dict[str, Any],
+    rerun_module: ModuleType,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The artifacts folder moved away: the runs' artifacts are not where the store says."""
+    gone = str(source["tmp"] / "mlartifacts")
+    shutil.move(gone, tmp_path / "elsewhere")
+    try:
+        child = source["children"][0].info.run_id
+        argv = [child, "--source-uri", f"sqlite:///{source['tmp'] / 'mlflow.db'}"]
+        code = rerun_module.main([*argv, "--out", str(tmp_path / "out")])
+    finally:
+        shutil.move(tmp_path / "elsewhere", gone)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "has no config.yaml artifact" in err and f"should be in {gone}/" in err, err
+    assert "which does not exist: was the store moved?" in err
 
 
 def test_rerun_of_an_interrupted_run_replays_the_epochs_it_ran(

@@ -67,6 +67,8 @@ class RunInfo:
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    #: where the store says the run's artifacts are (``file:///...`` for a local store)
+    artifact_uri: str = ""
 
 
 def _info(run: Any) -> RunInfo:
@@ -80,6 +82,7 @@ def _info(run: Any) -> RunInfo:
         params=dict(data.params),
         metrics=dict(data.metrics),
         tags=dict(data.tags),
+        artifact_uri=info.artifact_uri or "",
     )
 
 
