@@ -36,7 +36,7 @@ import numpy as np
 
 from mlplab.cli import report
 from mlplab.compare import config_differences, history_departure, weight_differences
-from mlplab.config import Config, recorded_config
+from mlplab.config import Config, recorded_config, unknown_key_hint
 from mlplab.environment import differences
 from mlplab.errors import TrackingError, UserError, say_error
 from mlplab.interrupts import sigterm_interrupts
@@ -102,6 +102,10 @@ def rerun_config(text: str, overrides: list[str]) -> Config:
     """The recorded config merged into the schema, overrides applied, as a top-level run."""
     for item in overrides:
         key, sep, _ = item.partition("=")
+        if sep and key and not key.startswith(("+", "~")):
+            hint = unknown_key_hint([item])
+            if hint:
+                raise RerunError(hint)
         if not sep or not key or key.startswith(("+", "~")) or ("." not in key and key != "seed"):
             raise RerunError(
                 f"override {item!r} is not allowed: expected a dotted key=value such as "

@@ -147,6 +147,15 @@ def test_tracking_disabled_writes_files_but_no_store(make_cfg, tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_run_without_a_test_set_says_so(make_cfg, tmp_path):
+    cfg = make_cfg("tracking.enabled=false", "plot.enabled=false", "data.test_fraction=0")
+    outcome = run(cfg, tmp_path / "out")
+    assert "test_rmse" not in outcome.metrics and outcome.status == "FINISHED"
+    train = f"train RMSE {outcome.metrics['final_train_rmse']:.6f}"
+    assert f"  {train}   no test set (data.test_fraction=0)" in outcome.describe()
+    assert outcome.describe(brief=True).endswith(f"{train}, no test set")
+
+
 def test_val_split_logs_val_rmse_every_epoch(make_cfg, store, tmp_path):
     cfg = make_cfg(
         f"tracking.uri={store}",

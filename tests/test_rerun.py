@@ -165,7 +165,9 @@ def test_the_run_is_found_in_the_store_the_overrides_name(
     [
         (["0123456789abcdef0123456789abcdef"], "not found"),
         (["{child}", "optimizer=adam"], "optimizer=adam"),
-        (["{child}", "optimizer.nope=1"], "nope"),
+        (["{child}", "optimizer.nope=1"], "optimizer.nope is not a config key: optimizer has"),
+        (["{child}", "nope=1"], "nope is not a config key: the config has seed, data,"),
+        (["{child}", "model.hidden=[2"], "model.hidden=[2 is not valid: while parsing"),
         (["{child}", "optimizer.lr=-1"], "optimizer.lr"),
     ],
 )

@@ -215,6 +215,31 @@ def test_a_bad_value_every_job_has_refuses_the_sweep_before_any_run(
         assert parent.info.status == "FAILED" and statuses == {"0.0": "FAILED", "0.9": "FINISHED"}
 
 
+def test_a_swept_value_of_the_wrong_kind_refuses_the_sweep_before_any_run(
+    tmp_path: Path,
+) -> None:
+    """A swept value the schema cannot hold, on the command line or in a sweep config:
+    Hydra's sweeper would stop at its job after the parent run began, running none."""
+    (tmp_path / "conf" / "sweep").mkdir(parents=True)
+    (tmp_path / "conf" / "sweep" / "typo.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - base\n"
+        "hydra:\n  sweeper:\n    params:\n      model.activation: relu,swish\n"
+    )
+    choices = "Invalid value 'swish', expected one of [sigmoid, tanh, relu, leaky_relu"
+    for args in (
+        ["+sweep=smoke", "model.activation=relu,swish"],
+        [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "+sweep=typo"],
+        ["+sweep=smoke", "train.epochs=5,abc"],
+    ):
+        proc, _ = sweep(tmp_path / "run", *args)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 2, output[-3000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in output, output[-3000:]
+        assert choices in errors[0] or "train.epochs: Value 'abc'" in errors[0], errors
+        assert not (tmp_path / "run" / "mlflow.db").exists()
+
+
 def test_diverging_child_fails_alone_and_the_parent_reports_it(tmp_path: Path) -> None:
     proc, uri = sweep(
         tmp_path, "+sweep=base", "optimizer.lr=0.01,0.02,1e6", "model.output_activation=identity"

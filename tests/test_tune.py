@@ -211,6 +211,24 @@ def test_a_study_refuses_the_trials_of_another_search(tmp_path: Path) -> None:
     assert len(study_of(tmp_path).trials) == 1
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [  # each trial would set its own learning rate over the user's
+        ("optimizer.lr=-1", r"^optimizer.lr=-1: optimizer.lr is searched \(tune.space\)"),
+        # no trial could report the objective
+        ("data.test_fraction=0", r"^data.test_fraction=0 leaves no split for the objective test_"),
+    ],
+)
+def test_a_search_no_trial_could_honour_is_refused(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    settings = load_settings("default", ["study_name=test-study", f"out_dir={tmp_path}"])
+    uri = f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(UserError, match=message):
+        run_study(settings, [uri, *RUN_OVERRIDES, override])
+    assert not (tmp_path / "optuna.journal").exists()
+
+
 # -- the pure parts -----------------------------------------------------------------------
 def test_the_default_study_and_its_conditional_learning_rate() -> None:
     settings = load_settings("default", ["n_trials=7"])

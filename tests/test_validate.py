@@ -130,6 +130,11 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
         "model.init_file",
         "an existing .npz weight file (model.init=file)",
     ),
+    (
+        {"model.init_file": "weights/textbook.npz"},
+        "model.init_file",
+        "null with model.init=normal (set model.init=file to start from the file)",
+    ),
     ({"optimizer.lr": 0.0}, "optimizer.lr", "a number > 0"),
     ({"optimizer.lr": -0.1}, "optimizer.lr", "a number > 0"),
     ({"optimizer.lr": INF}, "optimizer.lr", "a number > 0"),

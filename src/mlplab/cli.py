@@ -15,9 +15,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from mlplab.config import Config, hydra_job_context, unknown_key_hint
+from mlplab.config import OVERRIDES, Config, hydra_job_context, unknown_key_hint, value_error
 from mlplab.errors import Interrupted, JobExit, UserError, say_error
 from mlplab.interrupts import sigterm_interrupts
 from mlplab.pipeline import RunOutcome, configure, record_refusal, run
@@ -117,4 +118,19 @@ def _unknown_key() -> str | None:
         return None
     conf = conf_dir()
     groups = tuple(p.name for p in conf.iterdir() if p.is_dir()) if conf.is_dir() else ()
-    return unknown_key_hint(sys.argv[1:], groups)
+    hint = unknown_key_hint(sys.argv[1:], groups)
+    if hint:
+        return hint
+    return _bad_value(sys.argv[1:], groups)
+
+
+def _bad_value(args: list[str], groups: tuple[str, ...]) -> str | None:
+    """The command line's first value its key cannot hold (a type, a choice)."""
+    items = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OVERRIDES.parse_overrides(items)
+    except HydraException:  # a grammar error: Hydra's own message says where
+        return None
+    keys = [o for o in parsed if o.key_or_group.split("/")[0] not in groups and o.package is None]
+    bad = value_error(keys)
+    return str(bad) if bad else None

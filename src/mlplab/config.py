@@ -11,6 +11,7 @@ ranges and combinations before any work starts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -22,11 +23,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
+from yaml import YAMLError
 
 from mlplab.data import SOURCES, TASKS
 from mlplab.errors import ConfigError, UserError
@@ -260,13 +266,36 @@ def recorded_config(text: str, dotlist: Sequence[str] = ()) -> Config:
             OmegaConf.from_dotlist(list(dotlist)),
         )
         cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, YAMLError) as exc:  # YAMLError: a value such as [2
         msg = str(exc).strip().splitlines()[0]
         raise UserError(
             f"the recorded config with {' '.join(dotlist) or 'no overrides'} is not valid: {msg}"
         ) from None
     assert isinstance(cfg, Config)
     return cfg
+
+
+#: Hydra's parser of command-line overrides (its grammar: sweeps, range(), quotes).
+OVERRIDES = OverridesParser.create()
+
+
+def value_error(overrides: Iterable[Override], cfg: DictConfig | None = None) -> UserError | None:
+    """The first value of ``overrides`` (each of a sweep's values) that the schema cannot
+    hold, a type or a choice, put in ``cfg`` (default: the bare schema) as Hydra puts it;
+    its one line. Hydra's own message is several lines (and a sweep's stops mid-way)."""
+    base = OmegaConf.structured(Config) if cfg is None else cfg
+    for o in overrides:
+        if o.is_hydra_override() or (o.is_sweep_override() and not o.is_discrete_sweep()):
+            continue
+        values = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_string()]
+        for value in values:
+            item = OVERRIDES.parse_overrides([f"{o.get_key_element()}={value}"])
+            try:
+                ConfigLoaderImpl._apply_overrides_to_config(item, copy.deepcopy(base))
+            except HydraException as exc:
+                if isinstance(exc.__cause__, ValidationError):
+                    return schema_error(exc.__cause__)
+    return None
 
 
 def schema_error(exc: Exception) -> UserError:
@@ -349,6 +378,12 @@ def _validate_model(m: ModelConfig) -> None:
     _positive("model.init_scale", m.init_scale)
     if m.init == "file":
         _existing_file("model.init_file", m.init_file, ".npz weight file (model.init=file)")
+    elif m.init_file:  # it would be ignored: the weights are drawn
+        raise ConfigError(
+            "model.init_file",
+            m.init_file,
+            f"null with model.init={m.init} (set model.init=file to start from the file)",
+        )
 
 
 def _validate_optimizer(o: OptimizerConfig) -> None:

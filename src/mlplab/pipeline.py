@@ -112,22 +112,33 @@ class RunOutcome:
         """The folder holding the run's record when the store failed mid-run."""
         return self.recorder.fallback
 
+    def _scores(self) -> str:
+        """The final RMSEs (and accuracy), or why there are none."""
+        m = self.metrics
+        if "final_train_rmse" not in m:
+            return f"  not evaluated: {self.failure or 'the run ended ' + self.status}"
+        train = f"  train RMSE {m['final_train_rmse']:.6f}   "
+        if "test_rmse" not in m:
+            return train + "no test set (data.test_fraction=0)"
+        accuracy = f"   test accuracy {m['test_accuracy']:.3f}" if "test_accuracy" in m else ""
+        return train + f"test RMSE {m['test_rmse']:.6f}" + accuracy
+
     def describe(self, brief: bool = False, uri: str | None = None) -> str:
         """What the user sees at the end of a run (one line per job in a sweep: ``brief``)."""
         m = self.metrics
-        test_rmse = m.get("test_rmse", float("nan"))
         if brief:
-            return f"job {self.out_dir.name}: {self.status}, {self.epochs_run} epochs, " + (
-                f"test RMSE {test_rmse:.6f}" if "test_rmse" in m else "not evaluated"
+            scores = (
+                f"test RMSE {m['test_rmse']:.6f}"
+                if "test_rmse" in m
+                else f"train RMSE {m['final_train_rmse']:.6f}, no test set"
+                if "final_train_rmse" in m
+                else "not evaluated"
             )
+            return f"job {self.out_dir.name}: {self.status}, {self.epochs_run} epochs, {scores}"
         lines = [
             f"run {self.run_id or '(tracking off)'}: {self.status}, "
             f"{self.epochs_run} epochs, weights sha256 {self.weights_sha256[:12] or '-'}",
-            f"  train RMSE {m.get('final_train_rmse', float('nan')):.6f}   "
-            f"test RMSE {test_rmse:.6f}"
-            + (f"   test accuracy {m['test_accuracy']:.3f}" if "test_accuracy" in m else "")
-            if "test_rmse" in m
-            else f"  not evaluated: {self.failure or 'the run ended ' + self.status}",
+            self._scores(),
             f"  files: {self.out_dir.absolute()}",
         ]
         if self.fallback is not None:  # the store holds a stub: the record is in the folder

@@ -35,7 +35,6 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
@@ -45,11 +44,13 @@ import mlplab
 from mlplab import build, environment, plots
 from mlplab.config import (
     ENTRY_POINT_ENV,
+    OVERRIDES,
     SWEEP_ENV,
     TrackingConfig,
     recorded_config,
     user_overrides,
     validate,
+    value_error,
 )
 from mlplab.errors import JobExit, UserError, say_error
 from mlplab.pipeline import OVERRIDES_TAG, configure, entry_point, model_request, prepare
@@ -126,15 +127,12 @@ def tracking_settings(config: DictConfig) -> TrackingConfig:
 
 
 # -- the plan of a sweep ---------------------------------------------------------------------
-_PARSER = OverridesParser.create()
-
-
 def hydra_override(key: str, value: str) -> str:
     """``key=value`` for Hydra's override grammar: the value arrives as written (quoted when
     it needs it; an ``${...}`` in it is text, resolved later where it is used)."""
     plain = f"{key}={value}"
     try:
-        parsed = _PARSER.parse_override(plain)
+        parsed = OVERRIDES.parse_override(plain)
         if "${" not in value and not parsed.is_sweep_override() and parsed.value() == value:
             return plain
     except Exception:
@@ -195,7 +193,7 @@ def _sweep_overrides(config: DictConfig) -> list[Override] | None:
     params = config.hydra.sweeper.get("params") or {}
     items = [f"{k}={v}" for k, v in params.items()] + task_overrides(config)
     try:
-        return _PARSER.parse_overrides(items)
+        return OVERRIDES.parse_overrides(items)
     except Exception:
         return None
 
@@ -236,6 +234,9 @@ def refuse_bad_values(config: DictConfig) -> None:
         groups |= {key for key, found in options.items() if found}
         _refuse_unknown_options(config, swept, options, loader)
     base = _without_hydra(config)
+    bad = value_error([o for o in swept if o.key_or_group not in groups], base)
+    if bad is not None:
+        raise bad
     try:
         validate(configure(base))
         return
@@ -247,7 +248,7 @@ def refuse_bad_values(config: DictConfig) -> None:
     sweeps = {o.key_or_group for o in swept}
     bases: dict[tuple[str, ...], DictConfig] = {(): base}
     for overrides in jobs:
-        parsed = [o for o in _PARSER.parse_overrides(overrides) if o.key_or_group in sweeps]
+        parsed = [o for o in OVERRIDES.parse_overrides(overrides) if o.key_or_group in sweeps]
         chosen = tuple(str(o.input_line) for o in parsed if o.key_or_group in groups)
         if any(o.is_hydra_override() for o in parsed) or (chosen and loader is None):
             return
@@ -417,6 +418,8 @@ def print_report(
         lines.append(
             f"best: {best['run_name']} (run {best['run_id']}), test RMSE {best['test_rmse']:.6g}"
         )
+    elif rows:
+        lines.append("best: none (no job has a test RMSE: each failed, or data.test_fraction=0)")
     print("\n".join(lines), flush=True)
 
 

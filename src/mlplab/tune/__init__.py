@@ -41,6 +41,7 @@ from mlplab.tune.space import TuneSettings, load_settings, parse_space
 from mlplab.tune.study import (
     WorkerJob,
     check_config,
+    check_objective,
     check_same_search,
     counted_trials,
     fail_stale_trials,
@@ -112,6 +113,7 @@ def run_study(
     specs = parse_space(settings.space)
     fixed = [*settings.overrides, *run_overrides]
     base = check_config(fixed, specs, conf)
+    check_objective(settings, base)
     uri = base.tracking.uri if base.tracking.enabled else None
     storage = storage_spec(settings, uri)
     study = open_study(settings, storage)

@@ -252,7 +252,15 @@ def compose_error(exc: Exception, overrides: Sequence[str]) -> UserError:
 
 
 def check_config(overrides: Sequence[str], specs: Sequence[ParamSpec], conf: Path) -> Config:
-    """Compose and validate one point of the space now, so a bad override fails at once."""
+    """Compose and validate one point of the space now, so a bad override fails at once.
+    An override of a searched key is refused: every trial would replace it."""
+    searched = {spec.key for spec in specs}
+    for item in overrides:
+        if override_key(item) in searched:
+            raise UserError(
+                f"{item}: {override_key(item)} is searched (tune.space), so each trial sets "
+                "its own value: drop the override, or the key from the space"
+            )
     probe = [*overrides, *(f"{k}={v}" for k, v in probe_values(specs).items())]
     try:
         with composing(conf):
@@ -310,6 +318,22 @@ def run_pipeline(
         extra_tags={"optuna_study": study_name, "optuna_trial": str(trial.number)},
         progress=False,
     )
+
+
+def check_objective(settings: TuneSettings, cfg: Config) -> None:
+    """Refuse an objective no trial can report: a test metric without a test set, a
+    validation metric without a validation set."""
+    val = cfg.data.val_fraction > 0
+    name = settings.metric or ("final_val_rmse" if val else "test_rmse")
+    for prefix, key, present in (
+        ("test_", "data.test_fraction", cfg.data.test_fraction > 0),
+        ("final_val_", "data.val_fraction", val),
+    ):
+        if name.startswith(prefix) and not present:
+            raise UserError(
+                f"{key}=0 leaves no split for the objective {name}: give {key} > 0, or "
+                "another tune.metric"
+            )
 
 
 def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
