@@ -43,10 +43,10 @@ from mlplab.interrupts import sigterm_interrupts
 from mlplab.pipeline import RunOutcome, configure, run
 from mlplab.tracking import flatten, open_store
 from mlplab.tracking.uris import default_uri, resolve_uri
-from mlplab.weights import load_weights
+from mlplab.weights import load_weights, weights_sha256
 
 if TYPE_CHECKING:  # the store's module imports MLflow: --help must not wait for it
-    from mlplab.tracking.mlflow_store import RunInfo
+    from mlplab.tracking.mlflow_store import RunInfo, RunStore
 
 OUTPUTS = Path("outputs") / "rerun"
 
@@ -154,6 +154,24 @@ def interrupted_epochs(original: RunInfo, overrides: list[str]) -> int | None:
     return max(1, int(epochs))
 
 
+def input_differences(store: RunStore, run_id: str, out_dir: Path, tmp: Path) -> list[str]:
+    """The inputs the rerun read that differ from the original's, under the same config: its
+    initial weights (a model.init_file changed since) and its data (a data.path changed)."""
+    lines = []
+    theirs = store.download(run_id, "weights/initial.npz", tmp / "initial")
+    ours = out_dir / "weights" / "initial.npz"
+    if theirs is not None and ours.is_file():
+        before, now = load_weights(theirs), load_weights(ours)
+        if weights_sha256(before) != weights_sha256(now):
+            lines += [f"initial weights {d}" for d in weight_differences(before, now)]
+    for split in ("train", "val", "test"):
+        theirs = store.download(run_id, f"data/{split}.csv", tmp / "data")
+        ours = out_dir / "data" / f"{split}.csv"
+        if theirs is not None and ours.is_file() and theirs.read_bytes() != ours.read_bytes():
+            lines.append(f"data/{split}.csv: other numbers (the data file changed since?)")
+    return lines
+
+
 def explain(source: str, original: RunInfo, cfg: Config, outcome: RunOutcome) -> list[str]:
     """Why a rerun differs (or what differed around a MATCH): config keys, environment
     facts, the largest |Δw| per matrix, the first epoch where train_rmse departs."""
@@ -170,6 +188,7 @@ def explain(source: str, original: RunInfo, cfg: Config, outcome: RunOutcome) ->
         else ["environment: the original run recorded none"]
     )
     with tempfile.TemporaryDirectory() as tmp:
+        lines += input_differences(store, original.run_id, outcome.out_dir, Path(tmp))
         weights = store.download(original.run_id, "weights/final.npz", Path(tmp))
         rerun_weights = outcome.out_dir / "weights" / "final.npz"
         if weights is not None and rerun_weights.is_file():

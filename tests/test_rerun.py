@@ -11,10 +11,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, run_cli, start_run, wait_for_file
+from mlplab.weights import load_weights, save_weights
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -207,6 +210,42 @@ def test_a_store_moved_without_its_artifacts_is_named(
     assert code == 2
     assert "has no config.yaml artifact" in err and f"should be in {gone}/" in err, err
     assert "which does not exist: was the store moved?" in err
+
+
+def test_a_changed_input_file_is_named_in_the_differ(
+    rerun_module: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same config, but its model.init_file and data.path edited since the run."""
+    rng = np.random.default_rng(0)
+    save_weights(tmp_path / "w.npz", [rng.standard_normal((3, 2)), rng.standard_normal((3, 1))])
+    x = rng.random((30, 2))
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "t": x.sum(1)}).to_csv(
+        tmp_path / "d.csv", index=False
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli(
+        *("model.init=file", f"model.init_file={tmp_path / 'w.npz'}", "train.epochs=20"),
+        *("data=csv", f"data.path={tmp_path / 'd.csv'}", "data.targets=[t]"),
+        *("plot.enabled=false", "trace.enabled=false", "tracking.log_model=false"),
+        f"tracking.uri={uri}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_id = proc.stdout.split()[1].rstrip(":")
+    weights = load_weights(tmp_path / "w.npz")
+    weights[1][2, 0] += 0.25
+    save_weights(tmp_path / "w.npz", weights)
+    x[0, 0] += 1.0
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "t": x.sum(1)}).to_csv(
+        tmp_path / "d.csv", index=False
+    )
+    code = rerun_module.main([run_id, "--source-uri", uri, "--out", str(tmp_path / "again")])
+    out = capsys.readouterr().out
+    assert code == 1 and "DIFFER" in out, out
+    assert "  initial weights W0: max |Δw| = 0\n  initial weights W1: max |Δw| = 0.25\n" in out
+    changed = [line for line in out.splitlines() if line.startswith("  data/")]
+    note = ": other numbers (the data file changed since?)"
+    assert changed and set(changed) <= {f"  data/{split}.csv{note}" for split in ("train", "test")}
 
 
 def test_rerun_of_an_interrupted_run_replays_the_epochs_it_ran(
