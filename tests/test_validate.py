@@ -274,6 +274,7 @@ def test_an_existing_weight_file_is_accepted(tmp_path: Path) -> None:
 def test_a_sweep_job_folder_is_named_after_its_overrides() -> None:
     assert job_dir(3, "model.hidden=[4],seed=1") == "3-model.hidden=[4],seed=1"
     assert job_dir(0, "") == "0"
+    assert job_dir(1, "data.path=/d/a.csv,seed=0") == "1-data.path=_d_a.csv,seed=0"  # no tree
     fits = "x" * (MAX_JOB_DIR - 3)
     assert job_dir(12, fits) == f"12-{fits}" and len(job_dir(12, fits)) == MAX_JOB_DIR
     long = "optimizer.lr=0.1," + "é" * 100  # 217 bytes: cut at 80 bytes, a hash of all

@@ -204,7 +204,8 @@ MAX_JOB_DIR = 120
 def job_dir(num: int, override_dirname: str) -> str:
     """A sweep job's folder: ``<num>-<its overrides>``, or, when that is too long, the start
     of the overrides and a hash of all of them (the run name and ``overrides.yaml`` keep
-    them whole)."""
+    them whole). A ``/`` (a swept file's path) becomes ``_``: one folder per job, not a tree."""
+    override_dirname = override_dirname.replace("/", "_")
     name = f"{num}-{override_dirname}" if override_dirname else str(num)
     if len(name.encode()) <= MAX_JOB_DIR:
         return name
