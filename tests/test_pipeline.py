@@ -16,7 +16,8 @@ from PIL import Image
 
 from conftest import SPEC_ARTIFACTS, artifact_paths, run_cli
 from mlplab.nn import MLP, OptimizerSpec, TrainData, TrainSettings, fit, make_optimizer
-from mlplab.pipeline import run
+from mlplab.nn.trainer import TrainResult
+from mlplab.pipeline import network_subtitle, run
 from mlplab.weights import load_weights, weights_sha256
 
 #: The tutorial's weights sha256 (the README's number) by the OpenBLAS kernel NumPy runs:
@@ -220,3 +221,20 @@ def test_tutorial_network_gif_has_the_configured_frames(tutorial_run):
         gif.seek(gif.n_frames - 1)
         last = np.asarray(gif.convert("RGB"))
     assert first.shape == last.shape and (first != last).any()
+
+
+def test_the_network_figure_says_whose_weights_it_shows() -> None:
+    """Early stopping keeps the best epoch's weights: the figure names that epoch."""
+    metrics = {"final_train_rmse": 0.05}
+
+    def result(best: int | None, interrupted: bool = False) -> TrainResult:
+        return TrainResult({}, [], 82, 1.0, "early_stopping", None, interrupted, best)
+
+    assert (
+        network_subtitle(result(None), metrics) == "82 epochs, train RMSE 0.050000 (final weights)"
+    )
+    assert network_subtitle(result(62), metrics) == (
+        "82 epochs, the weights of epoch 62 (best validation RMSE): train RMSE 0.050000"
+    )
+    assert network_subtitle(result(82), metrics).endswith("(final weights)")
+    assert network_subtitle(result(62, True), metrics).endswith("(final weights)")  # cut short

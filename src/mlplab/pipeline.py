@@ -460,6 +460,12 @@ def network_subtitle(result: TrainResult, metrics: dict[str, float]) -> str:
     why the run failed (it is not evaluated)."""
     if result.failure is not None:
         return f"{result.epochs_run} epochs, then {result.failure}"
+    best = result.best_epoch
+    if best is not None and best != result.epochs_run and not result.interrupted:
+        return (  # early stopping kept the best epoch's weights
+            f"{result.epochs_run} epochs, the weights of epoch {best} (best "
+            f"validation RMSE): train RMSE {metrics['final_train_rmse']:.6f}"
+        )
     return (
         f"{result.epochs_run} epochs, train RMSE {metrics['final_train_rmse']:.6f} (final weights)"
     )
