@@ -240,6 +240,18 @@ def test_a_swept_value_of_the_wrong_kind_refuses_the_sweep_before_any_run(
         assert not (tmp_path / "run" / "mlflow.db").exists()
 
 
+def test_a_sweep_to_a_dead_server_is_refused_as_a_run_is(tmp_path: Path) -> None:
+    proc = run_cli(
+        "--multirun", "+sweep=smoke", "tracking.uri=http://127.0.0.1:9",
+        f"hydra.sweep.dir={tmp_path}", "tracking.retries=0",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: tracking.uri='http://127.0.0.1:9': the tracking server cannot be reached "
+        "([Errno 111] Connection refused); start it (make server) or choose another tracking.uri"
+    ]
+
+
 def test_diverging_child_fails_alone_and_the_parent_reports_it(tmp_path: Path) -> None:
     proc, uri = sweep(
         tmp_path, "+sweep=base", "optimizer.lr=0.01,0.02,1e6", "model.output_activation=identity"

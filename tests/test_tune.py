@@ -217,6 +217,8 @@ def test_a_study_refuses_the_trials_of_another_search(tmp_path: Path) -> None:
         ("optimizer.lr=-1", r"^optimizer.lr=-1: optimizer.lr is searched \(tune.space\)"),
         # no trial could report the objective
         ("data.test_fraction=0", r"^data.test_fraction=0 leaves no split for the objective test_"),
+        # the store is checked before the study: a single run's message, not MLflow's
+        ("tracking.uri=http://127.0.0.1:9", r"^tracking.uri='http://127.0.0.1:9': the tracking s"),
     ],
 )
 def test_a_search_no_trial_could_honour_is_refused(

@@ -10,6 +10,7 @@ Hydra overrides (``{config key: override value}``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from optuna.trial import BaseTrial
 
 from mlplab.errors import ConfigError, UserError
@@ -78,6 +79,8 @@ def load_settings(name: str, dotlist: Sequence[str], conf: Path | None = None) -
         settings = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         msg = str(exc).strip().splitlines()[0]
+        if isinstance(exc, ConfigKeyError):
+            msg += ": tune has " + ", ".join(f.name for f in dataclasses.fields(TuneSettings))
         raise UserError(f"tune settings ({path.name} {' '.join(dotlist)}): {msg}") from None
     assert isinstance(settings, TuneSettings)
     validate_settings(settings)
