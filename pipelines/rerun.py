@@ -83,6 +83,12 @@ def fetch_run(uri: str, run_id: str) -> tuple[RunInfo, str]:
     if run is None:
         raise RerunError(f"run {run_id!r} not found in the tracking store {uri}")
     text = open_store(uri).read_text(run_id, "config.yaml")
+    role = run.tags.get("mlplab_role")
+    if text is None and role in ("sweep", "tune"):
+        raise RerunError(
+            f"run {run_id!r} is the parent of a {role}: it trained nothing; rerun one of its "
+            "children (make rerun RUN=<a child's run id>: the UI lists them under it)"
+        )
     if text is None:
         raise RerunError(
             f"run {run_id!r} has no config.yaml artifact: it cannot be rerun" + moved(run)

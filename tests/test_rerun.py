@@ -191,6 +191,15 @@ def test_user_errors_exit_2_with_one_line(
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
 
 
+def test_a_sweep_parent_points_at_its_children(
+    source: dict[str, Any], rerun_module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parent = source["children"][0].data.tags["mlflow.parentRunId"]
+    assert rerun_module.main([parent, "--source-uri", source["uri"]]) == 2
+    err = capsys.readouterr().err
+    assert f"error: run '{parent}' is the parent of a sweep: it trained nothing; rerun" in err
+
+
 def test_a_store_moved_without_its_artifacts_is_named(
     source: dict[str, Any],
     rerun_module: ModuleType,
