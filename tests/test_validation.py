@@ -193,6 +193,21 @@ CASES = [
     Case("csv-empty-file", _csv(""), ["data.path", "data.csv", "empty"]),
     Case("csv-header-only", _csv("a,b,y\n"), ["data.path", "data.csv", "no data rows"]),
     Case(
+        "csv-one-column",
+        _csv("a;b;y\n1;2;3\n4;5;6\n7;8;9\n"),
+        ["data.path", "one column only ('a;b;y')", "separated by commas"],
+    ),
+    Case(
+        "csv-duplicate-columns",
+        _csv("a,a,y\n1,2,3\n4,5,6\n7,8,9\n"),
+        ["data.path", "duplicate column names ['a', 'a', 'y']"],
+    ),
+    Case(
+        "csv-no-targets",
+        _csv("a,b,y\n1,2,3\n4,5,6\n7,8,9\n", "data.targets=[]"),
+        ["data.targets: [] names no column"],
+    ),
+    Case(
         "csv-non-numeric",
         _csv("a,b,y\n1,2,3\n4,five,6\n7,8,9\n1,1,1\n2,2,2\n"),
         ["data.csv", "'b'", "not numeric", "five"],

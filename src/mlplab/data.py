@@ -7,6 +7,7 @@ seeded permutation; CSV standardisation is fitted on the training rows only.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,8 +163,18 @@ def read_csv(cfg: DataParams) -> Generated:
         raise DataError(f"data.path={str(path)!r}: the file has no data rows")
     columns = [str(c) for c in frame.columns]
     frame.columns = pd.Index(columns)
-    if len(set(columns)) != len(columns):
-        raise DataError(f"data.path={str(path)!r}: duplicate column names {columns}")
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        header = next(csv.reader(f), [])  # as written: pandas renames a repeated name a.1
+    if len(set(header)) != len(header):
+        raise DataError(f"data.path={str(path)!r}: duplicate column names {header}")
+    for key, given in (("data.targets", cfg.targets), ("data.features", cfg.features)):
+        if given is not None and not given:
+            raise DataError(f"{key}: [] names no column: give column names, or null (default)")
+    if len(columns) == 1:
+        raise DataError(
+            f"data.path={str(path)!r}: one column only ({columns[0]!r}): columns are "
+            "separated by commas"
+        )
     targets = list(cfg.targets) if cfg.targets else [columns[-1]]
     features = list(cfg.features) if cfg.features else [c for c in columns if c not in targets]
     for key, names in (("data.targets", targets), ("data.features", features)):
