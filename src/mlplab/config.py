@@ -284,7 +284,7 @@ def value_error(overrides: Iterable[Override], cfg: DictConfig | None = None) ->
     """The first value of ``overrides`` (each of a sweep's values) that the schema cannot
     hold, a type or a choice, put in ``cfg`` (default: the bare schema) as Hydra puts it;
     its one line. Hydra's own message is several lines (and a sweep's stops mid-way)."""
-    base = OmegaConf.structured(Config) if cfg is None else cfg
+    work = copy.deepcopy(_schema() if cfg is None else cfg)  # each value replaces the last
     for o in overrides:
         if o.is_hydra_override() or (o.is_sweep_override() and not o.is_discrete_sweep()):
             continue
@@ -292,7 +292,7 @@ def value_error(overrides: Iterable[Override], cfg: DictConfig | None = None) ->
         for value in values:
             item = OVERRIDES.parse_overrides([f"{o.get_key_element()}={value}"])
             try:
-                ConfigLoaderImpl._apply_overrides_to_config(item, copy.deepcopy(base))
+                ConfigLoaderImpl._apply_overrides_to_config(item, work)
             except HydraException as exc:
                 if isinstance(exc.__cause__, ValidationError):
                     return schema_error(exc.__cause__)
