@@ -141,28 +141,8 @@ def regression(cfg: DataParams, rng: np.random.Generator) -> Generated:
     return X, Y, _names("x", cfg.n_features), _names("y", cfg.n_outputs)
 
 
-def read_csv(cfg: DataParams) -> Generated:
-    """Read ``data.path`` with pandas; ``targets`` default to the last column.
-
-    Features must be numeric; classification targets may be labels of any type (one-hot
-    encoded in sorted order). Raises :class:`DataError` naming the file and the column.
-    """
-    import pandas as pd  # lazily, the one place: only CSV data need pandas (0.4 s to import)
-
-    path = Path(cfg.path or "")
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise DataError(f"data.path={str(path)!r}: file not found") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"data.path={str(path)!r}: the file is empty") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"data.path={str(path)!r}: cannot be read as CSV ({reason})") from None
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise DataError(f"data.path={str(path)!r}: the file has no data rows")
-    columns = [str(c) for c in frame.columns]
-    frame.columns = pd.Index(columns)
+def _columns(cfg: DataParams, path: Path, columns: list[str]) -> tuple[list[str], list[str]]:
+    """The feature and target columns of a CSV file whose header pandas read as ``columns``."""
     with path.open(newline="", encoding="utf-8", errors="replace") as f:
         header = next(csv.reader(f), [])  # as written: pandas renames a repeated name a.1
     if len(set(header)) != len(header):
@@ -188,6 +168,32 @@ def read_csv(cfg: DataParams) -> Generated:
     overlap = set(features) & set(targets)
     if overlap:
         raise DataError(f"data.features: column {sorted(overlap)[0]!r} is also a target")
+    return features, targets
+
+
+def read_csv(cfg: DataParams) -> Generated:
+    """Read ``data.path`` with pandas; ``targets`` default to the last column.
+
+    Features must be numeric; classification targets may be labels of any type (one-hot
+    encoded in sorted order). Raises :class:`DataError` naming the file and the column.
+    """
+    import pandas as pd  # lazily, the one place: only CSV data need pandas (0.4 s to import)
+
+    path = Path(cfg.path or "")
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise DataError(f"data.path={str(path)!r}: file not found") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"data.path={str(path)!r}: the file is empty") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"data.path={str(path)!r}: cannot be read as CSV ({reason})") from None
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise DataError(f"data.path={str(path)!r}: the file has no data rows")
+    columns = [str(c) for c in frame.columns]
+    frame.columns = pd.Index(columns)
+    features, targets = _columns(cfg, path, columns)
     numeric_cols = features if cfg.task == "classification" else features + targets
     for col in numeric_cols:
         values = pd.to_numeric(frame[col], errors="coerce")
