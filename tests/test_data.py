@@ -154,7 +154,13 @@ def test_csv_errors_past_the_columns(tmp_path):
         "data.path=<file>: cannot be read as CSV "
         "(Error tokenizing data. C error: Expected 2 fields in line 3, saw 3)"
     )
-    assert refusal("a\n1\n2\n") == "data.features: no feature columns left in <file>"
+    assert refusal("a\n1\n2\n") == (
+        "data.path=<file>: one column only ('a'): it needs a feature and a target column, "
+        "separated by commas"
+    )
+    assert refusal("a,b\n1,2\n", targets=["a", "b"]) == (
+        "data.features: no feature columns left in <file>"
+    )
     assert refusal("a,y,z\n1,2,3\n4,5,6\n", features=["a", "z", "y"], targets=["y", "z"]) == (
         "data.features: column 'y' is also a target"
     )

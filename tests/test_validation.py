@@ -195,7 +195,7 @@ CASES = [
     Case(
         "csv-one-column",
         _csv("a;b;y\n1;2;3\n4;5;6\n7;8;9\n"),
-        ["data.path", "one column only ('a;b;y')", "separated by commas"],
+        ["data.path", "one column only ('a;b;y')", "target column, separated by commas"],
     ),
     Case(
         "csv-duplicate-columns",

@@ -152,8 +152,8 @@ def _columns(cfg: DataParams, path: Path, columns: list[str]) -> tuple[list[str]
             raise DataError(f"{key}: [] names no column: give column names, or null (default)")
     if len(columns) == 1:
         raise DataError(
-            f"data.path={str(path)!r}: one column only ({columns[0]!r}): columns are "
-            "separated by commas"
+            f"data.path={str(path)!r}: one column only ({columns[0]!r}): it needs a feature "
+            "and a target column, separated by commas"
         )
     targets = list(cfg.targets) if cfg.targets else [columns[-1]]
     features = list(cfg.features) if cfg.features else [c for c in columns if c not in targets]
