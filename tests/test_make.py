@@ -65,7 +65,7 @@ def test_sweep_expands_range_and_picks_the_launcher(tmp_path: Path) -> None:
 
 
 def test_tune_gets_its_arguments() -> None:
-    out = make("tune", "ARGS='model.hidden=[4, 4]' model.nosuchkey=1 tune.n_trials=1")
+    out = make("tune", "ARGS='model.init_scale=0.5' 'tracking.run_name=a b' model.nosuchkey=1")
     assert out.returncode == 2
     assert "model.nosuchkey is not a config key" in out.stderr
 

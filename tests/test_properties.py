@@ -407,7 +407,7 @@ def test_fuzzed_csvs_through_the_cli_print_no_traceback(tmp_path: Path) -> None:
         "MLFLOW_TRACKING_URI": "sqlite:////nonexistent/x.db",
     }
     procs = []
-    for seed in (1, 2, 3, 4):
+    for seed in (7, 2, 3, 4):
         d = tmp_path / f"case{seed}"
         d.mkdir()
         (d / "data.csv").write_text(_fuzzed_csv(seed))
@@ -446,5 +446,5 @@ def test_fuzzed_csvs_through_the_cli_print_no_traceback(tmp_path: Path) -> None:
             errors = [line for line in err.splitlines() if line.startswith("error:")]
             assert len(errors) == 1 and errors[0].startswith("error: data"), err[-2000:]
         codes.append(proc.returncode)
-    # seed 1 gives a usable file, seeds 2-4 bad ones: both paths through the CLI are taken
+    # seed 7 gives a usable file, seeds 2-4 bad ones: both paths through the CLI are taken
     assert codes == [0, 2, 2, 2], codes
