@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import SPEC_ARTIFACTS, artifact_paths, run_cli
 from mlplab.nn import MLP, OptimizerSpec, TrainData, TrainSettings, fit, make_optimizer
 from mlplab.nn.trainer import TrainResult
-from mlplab.pipeline import network_subtitle, run
+from mlplab.pipeline import network_subtitle, rmse_title, run
 from mlplab.weights import load_weights, weights_sha256
 
 #: The tutorial's weights sha256 (the README's number) by the OpenBLAS kernel NumPy runs:
@@ -238,3 +238,5 @@ def test_the_network_figure_says_whose_weights_it_shows() -> None:
     )
     assert network_subtitle(result(82), metrics).endswith("(final weights)")
     assert network_subtitle(result(62, True), metrics).endswith("(final weights)")  # cut short
+    assert rmse_title(result(62)) == "RMSE across epochs (weights kept: epoch 62, best validation)"
+    assert rmse_title(result(None)) == rmse_title(result(82)) == "RMSE across epochs"

@@ -454,21 +454,36 @@ def animation_frames(snapshots: dict[int, list[Array]], frames: int) -> dict[int
     return {epochs[int(i)]: snapshots[epochs[int(i)]] for i in idx}
 
 
+def kept_epoch(result: TrainResult) -> int | None:
+    """The epoch whose weights early stopping kept, when it is not the last one run."""
+    best = result.best_epoch
+    if best is None or best == result.epochs_run or result.interrupted:
+        return None
+    return best
+
+
 def network_subtitle(result: TrainResult, metrics: dict[str, float]) -> str:
     """The network figure's subtitle: the train RMSE of the final weights, the number the
     run's summary prints (the last epoch's running RMSE is taken during its updates), or
     why the run failed (it is not evaluated)."""
     if result.failure is not None:
         return f"{result.epochs_run} epochs, then {result.failure}"
-    best = result.best_epoch
-    if best is not None and best != result.epochs_run and not result.interrupted:
-        return (  # early stopping kept the best epoch's weights
+    best = kept_epoch(result)
+    if best is not None:
+        return (
             f"{result.epochs_run} epochs, the weights of epoch {best} (best "
             f"validation RMSE): train RMSE {metrics['final_train_rmse']:.6f}"
         )
     return (
         f"{result.epochs_run} epochs, train RMSE {metrics['final_train_rmse']:.6f} (final weights)"
     )
+
+
+def rmse_title(result: TrainResult) -> str:
+    """The RMSE figure's title: the epoch whose weights were kept, if not the last."""
+    best = kept_epoch(result)
+    title = "RMSE across epochs"
+    return title if best is None else f"{title} (weights kept: epoch {best}, best validation)"
 
 
 def plot(
@@ -487,7 +502,7 @@ def plot(
     subtitle = network_subtitle(result, metrics)
     names = data.feature_names, data.target_names
     paths = [
-        painter.rmse(result.history, pdir / "rmse.png", dpi=dpi),
+        painter.rmse(result.history, pdir / "rmse.png", rmse_title(result), dpi=dpi),
         painter.predictions(
             X, Y, net.predict(X), pdir / "predictions.png", *names, classification, dpi=dpi
         ),
