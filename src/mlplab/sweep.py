@@ -66,7 +66,7 @@ from mlplab.report import (
     write_summary_csv,
 )
 from mlplab.tracking import Guard, open_store, release_unused
-from mlplab.tracking.uris import CHECKED_STORES, check_store, configure_http, resolve_uri
+from mlplab.tracking.uris import check_store, configure_http, resolve_uri
 from mlplab.weights import load_weights
 
 if TYPE_CHECKING:  # the store's module imports MLflow: single runs must not pay for it
@@ -458,8 +458,8 @@ class MlflowSweepCallback(Callback):
             return
         assert tracking.uri is not None
         configure_http(tracking.timeout, tracking.retries)
-        if tracking.uri.startswith(CHECKED_STORES):  # a single run's message, not MLflow's
-            check_store(tracking.uri, tracking.timeout, tracking.retries)
+        # a bad store refused with a single run's message (not MLflow's, once it is opened)
+        check_store(tracking.uri, tracking.timeout, tracking.retries)
         keys, task, jobs = sweep_plan(config)
         choices = config.hydra.runtime.get("choices") or {}
         self.name = str(choices.get("sweep") or "multirun")

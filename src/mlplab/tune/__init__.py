@@ -36,7 +36,7 @@ from mlplab.config import override_key, user_overrides
 from mlplab.project import conf_dir
 from mlplab.sweep import Parent
 from mlplab.tracking import open_store
-from mlplab.tracking.uris import CHECKED_STORES, check_store
+from mlplab.tracking.uris import check_store
 from mlplab.tune.report import BestTrial, best_trial, open_parent, publish
 from mlplab.tune.space import TuneSettings, load_settings, parse_space
 from mlplab.tune.study import (
@@ -116,7 +116,7 @@ def run_study(
     base = check_config(fixed, specs, conf)
     check_objective(settings, base)
     uri = base.tracking.uri if base.tracking.enabled else None
-    if uri and uri.startswith(CHECKED_STORES):  # a single run's message, not MLflow's
+    if uri:  # a single run's message, not MLflow's
         check_store(uri, base.tracking.timeout, base.tracking.retries)
     storage = storage_spec(settings, uri)
     study = open_study(settings, storage)

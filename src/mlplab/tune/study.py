@@ -324,7 +324,7 @@ def check_objective(settings: TuneSettings, cfg: Config) -> None:
     """Refuse an objective no trial can report: a test metric without a test set, a
     validation metric without a validation set."""
     val = cfg.data.val_fraction > 0
-    name = settings.metric or ("final_val_rmse" if val else "test_rmse")
+    name = objective(settings, val)
     for prefix, key, present in (
         ("test_", "data.test_fraction", cfg.data.test_fraction > 0),
         ("final_val_", "data.val_fraction", val),
@@ -343,9 +343,15 @@ def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
 
 
 def metric_of(settings: TuneSettings, metrics: dict[str, float]) -> tuple[str, float]:
-    """The objective: ``tune.metric``, else the validation RMSE if any, else the test RMSE."""
-    name = settings.metric or ("final_val_rmse" if "final_val_rmse" in metrics else "test_rmse")
+    """The objective's name and value in a trial's metrics."""
+    name = objective(settings, "final_val_rmse" in metrics)
     return name, float(metrics.get(name, math.nan))
+
+
+def objective(settings: TuneSettings, validation: bool) -> str:
+    """``tune.metric``, else the validation RMSE if there is a validation split, else the
+    test RMSE."""
+    return settings.metric or ("final_val_rmse" if validation else "test_rmse")
 
 
 def tell_outcome(
