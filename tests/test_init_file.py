@@ -99,6 +99,12 @@ def test_weights_that_are_not_finite_are_refused(tmp_path: Path) -> None:
 def test_a_file_that_is_not_npz_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "weights.npz"
     path.write_text("v = [[0.5, -0.1]]\n")
+    with pytest.raises(DataError, match=r"not an \.npz file of W0, W1, \.\.\. \(not a zip"):
+        network_from(path)
+    np.save(tmp_path / "W0.npy", np.zeros((3, 2)))  # one array, as numpy.save writes it
+    with pytest.raises(DataError, match=r"not an \.npz file of W0, W1, \.\.\. \(an \.npy array"):
+        network_from(tmp_path / "W0.npy")
+    np.savez(path, W0=np.array([object()] * 6).reshape(3, 2))  # pickled objects: never loaded
     with pytest.raises(DataError, match=r"not a readable \.npz"):
         network_from(path)
 

@@ -198,6 +198,19 @@ def test_plot_rmse(tmp_path: Path) -> None:
     assert _near(arr, (31, 119, 180), tol=10) > 100  # tab:blue train curve
 
 
+def test_the_kept_epoch_is_marked_and_gone_from_the_next_member(tmp_path: Path) -> None:
+    """An early-stopped run's RMSE figure marks the epoch whose weights were kept (a grey
+    dashed line, named in the legend); the next member drawn on that figure has none."""
+    history = {"train_rmse": np.geomspace(0.5, 1e-2, 60), "val_rmse": np.geomspace(0.6, 2e-2, 60)}
+    grey = (89, 89, 89)  # the line's colour, "0.35"
+    plain = _rgb(plot_rmse(history, tmp_path / "plain.png"))
+    marked = _rgb(plot_rmse(history, tmp_path / "marked.png", kept=40))
+    assert _near(marked, grey, tol=6) > _near(plain, grey, tol=6) + 150  # text is grey too
+    painter = Painter()
+    assert np.array_equal(_rgb(painter.rmse(history, tmp_path / "p1.png", kept=40)), marked)
+    assert np.array_equal(_rgb(painter.rmse(history, tmp_path / "p2.png")), plain)
+
+
 def test_plot_rmse_with_accuracy_and_divergence(tmp_path: Path) -> None:
     rmse = np.array([0.5, 0.4, 0.6, np.inf, np.nan])
     history = {"train_rmse": rmse, "train_accuracy": np.array([0.2, 0.5, 0.6, 0.1, 0.0])}

@@ -14,6 +14,7 @@ from mlplab.report import (
     METRICS,
     ChildRecord,
     best_row,
+    format_replicates,
     format_table,
     replicate_rows,
     summary_rows,
@@ -63,19 +64,39 @@ def test_replicates_give_each_config_its_mean_std_and_t_interval() -> None:
         {"run_id": "b0", "status": "FINISHED", "lr": "0.5", "seed": "0", "test_rmse": 0.05},
         {"run_id": "b1", "status": "FAILED", "lr": "0.5", "seed": "1", "test_rmse": 0.01},
         {"run_id": "b2", "status": "FINISHED", "lr": "0.5", "seed": "2", "test_rmse": math.nan},
+        {"run_id": "c0", "status": "FAILED", "lr": "0.9", "seed": "0", "test_rmse": math.nan},
     ]
-    best, other = replicate_rows(rows, ["lr", "seed"])
-    assert (best["lr"], best["n_seeds"], best["best_run_id"]) == ("0.5", 1, "b0")
+    best, other, failed = replicate_rows(rows, ["lr", "seed"])
+    assert (best["lr"], best["n_seeds"], best["n_failed"], best["best_run_id"]) == (
+        "0.5",
+        1,
+        2,
+        "b0",
+    )
     assert best["mean_test_rmse"] == 0.05 and math.isnan(best["std_test_rmse"])
     assert math.isnan(best["ci95_low"]) and math.isnan(best["ci95_high"])
     mean = sum(lr1) / 5
     std = math.sqrt(sum((v - mean) ** 2 for v in lr1) / 4)
-    assert (other["lr"], other["n_seeds"], other["best_run_id"]) == ("0.1", 5, "a4")
+    assert (other["lr"], other["n_seeds"], other["n_failed"], other["best_run_id"]) == (
+        "0.1",
+        5,
+        0,
+        "a4",
+    )
     assert math.isclose(other["mean_test_rmse"], mean) and math.isclose(other["std_test_rmse"], std)
     half = other["ci95_high"] - other["mean_test_rmse"]
     assert math.isclose(other["mean_test_rmse"] - other["ci95_low"], half)
     assert math.isclose(half, 2.7764 * std / math.sqrt(5), rel_tol=1e-4)
     assert math.isclose(half, student_t.ppf(0.975, 4) * std / math.sqrt(5), rel_tol=1e-12)
+    # a config none of whose seeds counts keeps its row, last, and says so
+    assert (failed["lr"], failed["n_seeds"], failed["n_failed"], failed["best_run_id"]) == (
+        "0.9",
+        0,
+        1,
+        "",
+    )
+    assert math.isnan(failed["mean_test_rmse"])
+    assert format_replicates([best, failed]).splitlines()[2].split()[:3] == ["0.9", "0", "1"]
     assert replicate_rows(rows, ["lr"]) == []  # no seed swept: no replicates
 
 

@@ -284,6 +284,42 @@ def test_diverging_child_fails_alone_and_the_parent_reports_it(tmp_path: Path) -
     assert "1 failed" in proc.stdout
 
 
+def test_seeds_as_replicates_rank_configs_on_their_mean(tmp_path: Path) -> None:
+    """Seeds crossed with a config: the parent gets each config's mean across its seeds, the
+    best config chosen on it, and a config whose every seed diverged keeps its row, last."""
+    proc, uri = sweep(
+        tmp_path,
+        "+sweep=base",
+        "optimizer.lr=0.02,0.05,1e6",
+        "seed=0,1,2",
+        "model.output_activation=identity",
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # 3 failed
+    client, parent, children, _ = runs_of(uri)
+    assert len(children) == 9
+    rmse: dict[str, list[tuple[float, str]]] = {}
+    for c in children:
+        if c.info.status == "FINISHED":
+            rmse.setdefault(c.data.params["optimizer.lr"], []).append(
+                (c.data.metrics["test_rmse"], c.info.run_id)
+            )
+    assert sorted(rmse) == ["0.02", "0.05"] and all(len(v) == 3 for v in rmse.values())
+    means = {lr: float(np.mean([v for v, _ in runs])) for lr, runs in rmse.items()}
+    best_lr = min(means, key=means.__getitem__)
+    path = client.download_artifacts(parent.info.run_id, "replicates.csv", str(tmp_path))
+    reps = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+    other_lr = ({"0.02", "0.05"} - {best_lr}).pop()
+    assert [r["optimizer.lr"] for r in reps] == [best_lr, other_lr, "1000000.0"]
+    assert [(r["n_seeds"], r["n_failed"]) for r in reps] == [("3", "0"), ("3", "0"), ("0", "3")]
+    assert np.isclose(float(reps[0]["mean_test_rmse"]), means[best_lr], rtol=1e-12)
+    assert parent.data.metrics["best_config_mean_test_rmse"] == float(reps[0]["mean_test_rmse"])
+    assert parent.data.tags["best_run_id"] == min(rmse[best_lr])[1] == reps[0]["best_run_id"]
+    artifacts = {f.path for f in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/sweep_replicates.png" in artifacts
+    table = proc.stdout[proc.stdout.index("across seeds") :].splitlines()
+    assert table[-2].split()[:3] == ["1000000.0", "0", "3"], table  # before the best line
+
+
 # -- the pure parts -----------------------------------------------------------------------
 def test_overrides_handed_to_jobs_survive_hydra_parsing() -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -502,7 +502,9 @@ def plot(
     subtitle = network_subtitle(result, metrics)
     names = data.feature_names, data.target_names
     paths = [
-        painter.rmse(result.history, pdir / "rmse.png", rmse_title(result), dpi=dpi),
+        painter.rmse(
+            result.history, pdir / "rmse.png", rmse_title(result), dpi, kept_epoch(result)
+        ),
         painter.predictions(
             X, Y, net.predict(X), pdir / "predictions.png", *names, classification, dpi=dpi
         ),

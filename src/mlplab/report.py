@@ -195,11 +195,13 @@ SEED_KEY = "seed"
 def replicate_rows(
     rows: Sequence[dict[str, Any]], param_keys: Sequence[str], metric: str = RANK_BY
 ) -> list[dict[str, Any]]:
-    """Each config's ``metric`` across its seeds: n, mean, std, 95 % interval, best run.
+    """Each config's ``metric`` across its seeds: n, mean, std, 95 % interval, best run, and
+    how many of its runs do not count (``n_failed``).
 
     A config is one combination of the swept keys other than ``seed``; only FINISHED runs
     with a finite metric count. The interval is Student's t (n − 1 degrees of freedom); with
-    one seed std and the interval are NaN. Sorted by mean, best first. Empty unless the
+    one seed std and the interval are NaN, and a config none of whose runs counts keeps its
+    row with n = 0 (its mean NaN, listed last). Sorted by mean, best first. Empty unless the
     sweep crosses ``seed`` with at least one other swept key.
     """
     keys = [k for k in param_keys if k != SEED_KEY]
@@ -207,35 +209,42 @@ def replicate_rows(
         return []
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        value = row.get(metric, math.nan)
-        if row["status"] == "FINISHED" and isinstance(value, float) and math.isfinite(value):
-            groups.setdefault(tuple(str(row[k]) for k in keys), []).append(row)
-    out = []
-    for config, members in groups.items():
-        values = [float(m[metric]) for m in members]
-        n, mean = len(values), math.fsum(values) / len(values)
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
-        half = stdtrit(n - 1, 0.975) * std / math.sqrt(n) if n > 1 else math.nan
-        best = min(members, key=lambda m: float(m[metric]))
-        out.append(
-            {
-                **dict(zip(keys, config, strict=True)),
-                "n_seeds": n,
-                f"mean_{metric}": mean,
-                f"std_{metric}": std,
-                "ci95_low": mean - half,
-                "ci95_high": mean + half,
-                "best_run_id": best["run_id"],
-            }
-        )
-    return sorted(out, key=lambda r: r[f"mean_{metric}"])
+        groups.setdefault(tuple(str(row[k]) for k in keys), []).append(row)
+    out = [
+        {**dict(zip(keys, config, strict=True)), **_across_seeds(runs, metric)}
+        for config, runs in groups.items()
+    ]
+    return sorted(out, key=lambda r: (r["n_seeds"] == 0, r[f"mean_{metric}"]))
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _across_seeds(runs: Sequence[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """One config's statistics across its runs (:func:`replicate_rows`)."""
+    counted = [r for r in runs if r["status"] == "FINISHED" and _finite(r.get(metric))]
+    values = [float(r[metric]) for r in counted]
+    n = len(values)
+    mean = math.fsum(values) / n if n else math.nan
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    half = stdtrit(n - 1, 0.975) * std / math.sqrt(n) if n > 1 else math.nan
+    return {
+        "n_seeds": n,
+        "n_failed": len(runs) - n,
+        f"mean_{metric}": mean,
+        f"std_{metric}": std,
+        "ci95_low": mean - half,
+        "ci95_high": mean + half,
+        "best_run_id": min(counted, key=lambda r: float(r[metric]))["run_id"] if counted else "",
+    }
 
 
 def format_replicates(reps: Sequence[dict[str, Any]], metric: str = RANK_BY) -> str:
     """The configs' means across seeds as a text table, best first."""
     if not reps:
         return ""
-    stats = ["n_seeds", f"mean_{metric}", f"std_{metric}", "ci95_low", "ci95_high"]
+    stats = ["n_seeds", "n_failed", f"mean_{metric}", f"std_{metric}", "ci95_low", "ci95_high"]
     keys = [k for k in reps[0] if k not in (*stats, "best_run_id")]
     columns = [*keys, *stats]
     cells = [

@@ -362,6 +362,7 @@ def publish_report(
     if reps:
         write_summary_csv(reps, out_dir / "replicates.csv")
         plots.plot_sweep_replicates(reps, out_dir / "plots" / "sweep_replicates.png")
+    if reps and reps[0]["n_seeds"]:  # the best config has a mean
         best = next(r for r in rows if r["run_id"] == reps[0]["best_run_id"])
         metrics.update({f"best_config_{k}": float(v) for k, v in reps[0].items()
                         if isinstance(v, float | int) and not isinstance(v, bool)})  # fmt: skip

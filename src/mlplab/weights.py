@@ -26,7 +26,15 @@ def save_weights(path: Path, weights: Sequence[Array]) -> Path:
 def load_weights(path: str | Path) -> list[Array]:
     """Read W0, W1, ... from an .npz; raises :class:`DataError` if the file is unusable."""
     try:
-        with np.load(path) as npz:
+        with open(path, "rb") as f:
+            head = f.read(6)
+        if head[:4] != b"PK\x03\x04":  # an .npz is a zip archive
+            what = "an .npy array" if head == b"\x93NUMPY" else "not a zip archive"
+            raise DataError(
+                f"model.init_file={str(path)!r}: not an .npz file of W0, W1, ... ({what}; "
+                "write one with numpy.savez(path, W0=..., W1=...))"
+            )
+        with np.load(path, allow_pickle=False) as npz:
             names = sorted((k for k in npz.files if k.startswith("W")), key=lambda k: int(k[1:]))
             if not names or names != [f"W{l}" for l in range(len(names))]:
                 raise DataError(

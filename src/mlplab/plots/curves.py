@@ -75,6 +75,7 @@ class RmseFigure:
             _, colour, panel = _CURVES[key]
             (self.lines[key],) = self.panels[panel].plot([], [], color=colour, ms=3)
         ax = self.panels[0]
+        self.kept = ax.axvline(1, color="0.35", ls="--", lw=1, visible=False)
         self.has_rmse = any(not _CURVES[key][2] for key in keys)
         if not self.has_rmse:
             ax.text(0.5, 0.5, "no RMSE recorded", transform=ax.transAxes, ha="center", va="center")
@@ -86,8 +87,12 @@ class RmseFigure:
             self.panels[1].grid(True, alpha=0.3)
         self.panels[-1].set_xlabel("epoch")
 
-    def fill(self, curves: Mapping[str, np.ndarray], title: str) -> None:
-        """Draw ``curves`` (the same keys as at construction) titled ``title``."""
+    def fill(self, curves: Mapping[str, np.ndarray], title: str, kept: int | None = None) -> None:
+        """Draw ``curves`` (the same keys as at construction) titled ``title``, and the epoch
+        whose weights were ``kept`` (if not the last) as a dashed line."""
+        self.kept.set_visible(kept is not None)
+        self.kept.set_xdata([kept or 1] * 2)
+        self.kept.set_label("_nolegend_" if kept is None else f"weights kept (epoch {kept})")
         for key, line in self.lines.items():
             arr = curves[key]
             line.set_data(np.arange(1, arr.size + 1), arr)
@@ -122,9 +127,11 @@ def plot_rmse(
     path: str | Path,
     title: str = "RMSE across epochs",
     dpi: float = DEFAULT_DPI,
+    kept: int | None = None,
 ) -> Path:
     """Plot ``train_rmse`` (and ``val_rmse``) against the epoch (counted from 1) to ``path``.
 
+    ``kept``: the epoch whose weights early stopping kept (a dashed line), if not the last.
     The y axis is logarithmic when the values span more than two decades. When
     ``train_accuracy`` / ``val_accuracy`` are present they get a second panel below.
     Missing or empty curves are skipped; non-finite values (a diverged run) are not drawn.
@@ -132,5 +139,5 @@ def plot_rmse(
     """
     curves = history_curves(history)
     figure = RmseFigure(tuple(curves), dpi)
-    figure.fill(curves, title)
+    figure.fill(curves, title, kept)
     return save_figure(figure.fig, path)

@@ -111,12 +111,13 @@ class Painter:
         path: str | Path,
         title: str = "RMSE across epochs",
         dpi: float = DEFAULT_DPI,
+        kept: int | None = None,
     ) -> Path:
         """:func:`~mlplab.plots.plot_rmse` on a template of the history's curves."""
         curves = history_curves(history)
         keys = tuple(curves)
         key = ("rmse", keys, dpi)
-        self._template(key, lambda: RmseFigure(keys, dpi)).fill(curves, title)
+        self._template(key, lambda: RmseFigure(keys, dpi)).fill(curves, title, kept)
         return self._save(key, path)
 
     def predictions(

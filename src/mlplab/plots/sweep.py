@@ -178,7 +178,8 @@ def plot_sweep_replicates(
     (:func:`mlplab.report.replicate_rows`: best mean first), and the seeds' count."""
     fig = new_figure((max(5.0, 0.9 * len(reps) + 2.5), 4.2), dpi=dpi)
     ax = fig.add_subplot()
-    stats = ("n_seeds", f"mean_{metric}", f"std_{metric}", "ci95_low", "ci95_high", "best_run_id")
+    stats = ("n_seeds", "n_failed", f"mean_{metric}", f"std_{metric}", "ci95_low", "ci95_high",
+             "best_run_id")  # fmt: skip
     labels = [" ".join(f"{k}={v}" for k, v in r.items() if k not in stats) for r in reps]
     mean = np.array([r[f"mean_{metric}"] for r in reps], dtype=float)
     low = np.array([r["ci95_low"] for r in reps], dtype=float)
@@ -187,8 +188,11 @@ def plot_sweep_replicates(
     err = np.nan_to_num(np.vstack([mean - low, high - mean]))  # one seed: no interval
     ax.errorbar(x, mean, yerr=err, fmt="o", capsize=4, color="C0", label="mean, 95 % interval")
     for xi, r in zip(x, reps, strict=True):
-        ax.annotate(f"n={r['n_seeds']}", (xi, mean[xi]), xytext=(6, 4), textcoords="offset points",
-                    fontsize=7)  # fmt: skip
+        failed = f", {r['n_failed']} failed" if r["n_failed"] else ""
+        # a config without a mean is annotated at the axis' foot
+        where = ("data", mean[xi]) if r["n_seeds"] else (ax.get_xaxis_transform(), 0.02)
+        ax.annotate(f"n={r['n_seeds']}{failed}", (xi, where[1]), xycoords=where[0],
+                    xytext=(6, 4), textcoords="offset points", fontsize=7)  # fmt: skip
     ax.set_xticks(
         x, labels, rotation=30 if len(reps) > 3 else 0, ha="right" if len(reps) > 3 else "center"
     )
