@@ -27,6 +27,9 @@ UPGRADE ?=
 # quotes and ${...} arrive exactly as if typed after `python pipelines/run.py`.
 override ARGS := $(value ARGS)
 export ARGS
+# RUN and SWEEP too reach the recipes through the environment: a quote in them is a
+# character of the value, not shell syntax.
+export RUN SWEEP
 WITH_ARGS = $(PY) scripts/with_args.py
 
 comma := ,
@@ -86,14 +89,14 @@ test: $(TEST_STAMP) ## run the whole test suite (what CI runs; installs the serv
 	$(WITH_ARGS) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 sweep: $(STAMP) $(if $(launcher_extra),$(VENV)/.synced-$(launcher_extra)) ## a Hydra multirun of conf/sweep/<SWEEP>.yaml (SWEEP=default); LAUNCHER=ray|submitit_local|...; ARGS="..."
-	$(WITH_ARGS) pipelines/run.py --multirun '+sweep=$(SWEEP)' $(if $(LAUNCHER),'hydra/launcher=$(LAUNCHER)')
+	$(WITH_ARGS) pipelines/run.py --multirun "+sweep=$$SWEEP" $(if $(LAUNCHER),'hydra/launcher=$(LAUNCHER)')
 
 tune: $(STAMP) ## hyperparameter search with Optuna (resumable); ARGS="..."
 	$(WITH_ARGS) pipelines/tune.py
 
 rerun: $(STAMP) ## rerun a logged run from its config: make rerun RUN=<run id> [ARGS="..."]
-	@test -n '$(RUN)' || { echo "usage: make rerun RUN=<run id> [ARGS=...]" >&2; exit 2; }
-	$(WITH_ARGS) pipelines/rerun.py '$(RUN)'
+	@test -n "$$RUN" || { echo "usage: make rerun RUN=<run id> [ARGS=...]" >&2; exit 2; }
+	$(WITH_ARGS) pipelines/rerun.py "$$RUN"
 
 bench: $(VENV)/.synced-bench ## the performance benchmarks (installs the [bench] extra and the CPU torch wheel)
 	$(WITH_ARGS) benchmarks/run.py

@@ -36,13 +36,13 @@ import numpy as np
 
 from mlplab.cli import report
 from mlplab.compare import config_differences, history_departure, weight_differences
-from mlplab.config import Config, recorded_config, unknown_key_hint
+from mlplab.config import Config, TrackingConfig, recorded_config, unknown_key_hint
 from mlplab.environment import differences
 from mlplab.errors import TrackingError, UserError, say_error
 from mlplab.interrupts import sigterm_interrupts
 from mlplab.pipeline import RunOutcome, configure, run
 from mlplab.tracking import flatten, open_store
-from mlplab.tracking.uris import default_uri, resolve_uri
+from mlplab.tracking.uris import check_source, default_uri, resolve_uri
 from mlplab.weights import load_weights, weights_sha256
 
 if TYPE_CHECKING:  # the store's module imports MLflow: --help must not wait for it
@@ -135,11 +135,16 @@ def source_stores(source_uri: str | None, overrides: list[str]) -> list[str]:
     return list(dict.fromkeys([*(resolve_uri(u) for u in named[-1:]), resolve_uri(default_uri())]))
 
 
+#: How long a source store may take to answer: the defaults of a run's tracking.
+TRACKING = TrackingConfig()
+
+
 def find_run(stores: list[str], run_id: str) -> tuple[str, RunInfo, str]:
     """The store holding the run, the run and its ``config.yaml``."""
     unusable = []
     for uri in stores:
         try:
+            check_source(uri, TRACKING.timeout, TRACKING.retries)
             if open_store(uri).get_run(run_id) is not None:
                 return (uri, *fetch_run(uri, run_id))
         except TrackingError as exc:  # another candidate may hold it

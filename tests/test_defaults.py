@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 from mlplab.config import Config
-from mlplab.tracking.uris import artifact_root_for, default_uri, resolve_uri
+from mlplab.tracking.uris import artifact_root_for, default_uri, first_line, resolve_uri
 
 DEFAULT = f"sqlite:///{ROOT / 'mlflow.db'}"  # README: tracking.uri null = this
 
@@ -56,3 +56,16 @@ def test_a_relative_sqlite_path_is_made_absolute(
     monkeypatch.chdir(tmp_path)
     assert resolve_uri("sqlite:///sub/m.db") == f"sqlite:///{tmp_path.resolve() / 'sub/m.db'}"
     assert resolve_uri("http://h:1") == "http://h:1"
+
+
+def test_a_long_store_error_is_cut_after_a_whole_sentence() -> None:
+    """MLflow's one-line errors can run to 400 characters: cut after the last sentence (a
+    link in the next one is not cut in half), else after a word; short ones are whole."""
+    mlflow_like = (
+        "Unsupported URI 'ftp://x'. " + "Schemes are: " + "'s', " * 60 + ". See https://x.org/y"
+    )
+    assert first_line(ValueError(mlflow_like)) == "Unsupported URI 'ftp://x'. …"
+    words = first_line(ValueError("word " * 100))
+    assert words.endswith("word …") and len(words) <= 302
+    assert first_line(ValueError("one line\nand more")) == "one line"
+    assert first_line(ValueError("")) == "ValueError"

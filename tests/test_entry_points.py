@@ -216,3 +216,24 @@ def test_make_ui_reads_the_default_store(
     assert f"--backend-store-uri sqlite:///{ROOT}/mlflow.db --host 127.0.0.1 --port 5000" in (
         make.stdout
     )
+
+
+def test_help_lists_every_group_option_and_survives_a_closed_pipe() -> None:
+    """``--help``: each config group with the options in conf/, the composed config, the
+    commands; read by a reader that leaves early (``| head``): no traceback."""
+    run_py = [sys.executable, "pipelines/run.py", "--help"]
+    out = subprocess.run(run_py, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for group in sorted(p for p in CONF.iterdir() if p.is_dir()):
+        options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+        assert f"\n{group.name}: {options}\n" in out.stdout
+    assert "--multirun +sweep=option" in out.stdout and "make rerun" in out.stdout
+    assert "\noptimizer:\n  name: sgd\n" in out.stdout  # the composed config
+    read, write = os.pipe()
+    os.close(read)  # a reader that left before the first line (as `head` may)
+    try:
+        gone = subprocess.run(run_py, cwd=ROOT, stdout=write, capture_output=False,
+                              stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    finally:
+        os.close(write)
+    assert gone.returncode == 141 and "Traceback" not in gone.stderr, gone.stderr

@@ -490,6 +490,8 @@ def test_server_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
     expected = SPEC_ARTIFACTS | {"model/MLmodel"}
     assert expected <= artifacts, expected - artifacts
     assert not any(a.startswith("mlflow-fallback") for a in artifacts)
+    (output,) = run.outputs.model_outputs  # the model is a logged model there too
+    assert client.get_logged_model(output.model_id).source_run_id == run.info.run_id
     final = client.download_artifacts(run.info.run_id, "weights/final.npz", str(tmp_path))
     assert weights_sha256(load_weights(final)) == run.data.tags["weights_sha256"]
     # the import is recorded: a second one into the same store is refused

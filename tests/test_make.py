@@ -75,6 +75,10 @@ def test_rerun_needs_a_run_and_quoted_args() -> None:
     out = make("rerun", "RUN=0123abcd", "ARGS='optimizer.lr=0.1")
     assert out.returncode == 2
     assert "No closing quotation" in out.stderr and "quote it" in out.stderr
+    # a quote in RUN is part of the id, not shell syntax
+    out = make("rerun", "RUN='; echo injected; '", "ARGS=tracking.uri=sqlite:///nowhere/x.db")
+    assert out.returncode == 2 and "injected" not in out.stdout
+    assert "error: run \"'; echo injected; '\" not found" in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize(

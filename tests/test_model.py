@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import reference
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 from mlplab.config import Config
@@ -98,3 +99,16 @@ def test_pyfunc_model_predicts_what_the_pipeline_predicted(
     Y = test[[c for c in test.columns if c.startswith("y")]].to_numpy(np.float64)
     rmse = float(np.sqrt(np.mean((Y - predicted.to_numpy()) ** 2)))
     assert client.get_run(run_id).data.metrics["test_rmse"] == pytest.approx(rmse, rel=1e-9)
+    # the same model as MLflow 3's logged model: the run's output, READY, with the ids
+    (output,) = client.get_run(run_id).outputs.model_outputs
+    logged = client.get_logged_model(output.model_id)
+    assert (logged.name, logged.source_run_id, logged.status.to_proto()) == (
+        "mlp",
+        run_id,
+        LoggedModelStatus.READY.to_proto(),
+    )
+    assert (model.metadata.run_id, model.metadata.model_id) == (run_id, output.model_id)
+    listed = [f.path for f in client.list_artifacts(run_id, "model")]
+    assert "model/MLmodel" in listed and len(listed) == len(set(listed))  # each file once
+    by_id = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
+    assert by_id.predict(frame).equals(predicted)

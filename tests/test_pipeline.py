@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sqlite3
 from pathlib import Path
@@ -83,6 +84,7 @@ def test_tutorial_run_holds_every_spec_item(tutorial_run):
     assert r.info.run_name == "tutorial · sgd lr=0.5 · [2]"
     assert t["mlflow.source.name"] == "pipelines/run.py" and t["mlflow.source.type"] == "LOCAL"
     assert t["mlflow.source.git.commit"] == t["git_commit"]
+    assert t["mlflow.user"] == r.info.user_id == getpass.getuser()  # the UI's User column
     assert t["env.numpy"] == np.__version__ and int(t["env.blas_threads"]) >= 1
     # the data splits as MLflow datasets: name, digest, context
     inputs = {i.tags[0].value: i.dataset for i in r.inputs.dataset_inputs if i.tags}

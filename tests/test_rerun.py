@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,6 +190,25 @@ def test_user_errors_exit_2_with_one_line(
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+def test_a_source_store_that_is_not_there_is_named_at_once(
+    rerun_module: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A source store that does not exist is not created (a SQLite file), nor waited for
+    through MLflow's retries (a server nothing answers: four minutes before)."""
+    missing = tmp_path / "nowhere.db"
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    cases = ((f"sqlite:///{missing}", "no MLflow store there"), (dead, "cannot be reached"))
+    for uri, says in cases:
+        started = time.monotonic()
+        assert rerun_module.main(["0123abcd", "--source-uri", uri]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "not found" in lines[0] and says in lines[0], lines
+        assert time.monotonic() - started < 60
+    assert not missing.exists()
 
 
 def test_a_sweep_parent_points_at_its_children(

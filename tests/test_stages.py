@@ -372,3 +372,29 @@ def test_model_init_set_in_the_config(init: str, scale: float) -> None:
         else:
             assert body.std() == pytest.approx(scale * np.sqrt(2 / fan_in), rel=0.05)
             assert np.abs(body).max() > 3 * body.std()  # normal tails, not uniform
+
+
+def test_a_folder_used_again_holds_and_logs_only_the_new_runs_files(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """A second run into the same ``hydra.run.dir``, without figures or trace: its record
+    has none (the first run's are removed), and a file of the user's in there is kept."""
+    store = fresh_store(tmp_path_factory)
+    out = tmp_path / "out"
+    first = [
+        "train.epochs=3",
+        "tracking.log_model=false",
+        "plot.animate=false",
+        "trace.enabled=true",
+    ]
+    assert run(compose_config(*first, f"tracking.uri={store}"), out, first).status == "FINISHED"
+    assert (out / "plots" / "rmse.png").is_file() and (out / "trace").is_dir()
+    start = out / "weights" / "start.npz"  # the user's, in a folder the run writes
+    (out / "weights" / "final.npz").rename(start)
+    again = ["train.epochs=3", *QUICK, "model.init=file", f"model.init_file={start}"]
+    outcome = run(compose_config(*again, f"tracking.uri={store}"), out, again)
+    assert outcome.status == "FINISHED" and outcome.run_id
+    files = artifact_paths(MlflowClient(store), outcome.run_id)
+    assert not any(f.startswith(("plots/", "trace/")) for f in files), sorted(files)
+    assert {"weights/final.npz", "weights/initial.npz", "config.yaml", "weights/start.npz"} <= files
+    assert not (out / "plots").exists() and not (out / "trace").exists()

@@ -11,10 +11,13 @@ an interrupt (Ctrl-C or SIGTERM).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
@@ -100,6 +103,9 @@ def finish_main(main: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         say_error("interrupted")
         return 130
+    except BrokenPipeError:  # the reader of our output left (`--help | head`): as SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to say
+        return 141
     except ValueError as exc:  # Hydra's own refusal of its flags, raised before any job
         if not str(exc).startswith("Only one of --run, --multirun"):
             raise
@@ -118,19 +124,61 @@ def _unknown_key() -> str | None:
         return None
     conf = conf_dir()
     groups = tuple(p.name for p in conf.iterdir() if p.is_dir()) if conf.is_dir() else ()
-    hint = unknown_key_hint(sys.argv[1:], groups)
+    hint = _deletion(sys.argv[1:], groups) or unknown_key_hint(sys.argv[1:], groups)
     if hint:
         return hint
-    return _bad_value(sys.argv[1:], groups)
-
-
-def _bad_value(args: list[str], groups: tuple[str, ...]) -> str | None:
-    """The command line's first value its key cannot hold (a type, a choice)."""
-    items = [a for a in args if "=" in a and not a.startswith("-")]
+    items = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
     try:
         parsed = OVERRIDES.parse_overrides(items)
     except HydraException:  # a grammar error: Hydra's own message says where
         return None
+    return _bad_choice(parsed, conf) or _bad_value(parsed, groups)
+
+
+def _deletion(args: list[str], groups: tuple[str, ...]) -> str | None:
+    """A ``~key`` or ``~group`` of the command line: every key of the schema is read (a
+    deleted one would run at its default while the config shown lacks it)."""
+    for arg in args:
+        key = arg[1:].partition("=")[0]
+        if arg.startswith("~") and not key.startswith("hydra"):
+            if key in groups:
+                return f"{arg}: a config group cannot be removed; choose one of its options"
+            return f"{arg}: a config key cannot be deleted; set its value instead ({key}=...)"
+    return None
+
+
+#: The config groups a run does not choose with ``group=option``: how they are used.
+_NOT_RUN_GROUPS = {
+    "sweep": "a sweep is chosen with --multirun +sweep=<name> (make sweep SWEEP=<name>)",
+    "tune": "a study is chosen with pipelines/tune.py tune=<name> (make tune)",
+}
+
+
+def _bad_choice(parsed: list[Override], conf: Path) -> str | None:
+    """The command line's first option that its config group (``conf/<group>/``) lacks, or
+    a group a run does not choose that way; Hydra's message is a dozen lines."""
+    for o in parsed:
+        group = o.key_or_group
+        if not (conf / group).is_dir() or o.package is not None or o.is_delete():
+            continue
+        if group in _NOT_RUN_GROUPS and not (group == "sweep" and o.is_add()):
+            return f"{o.input_line}: {_NOT_RUN_GROUPS[group]}"
+        options = sorted(
+            str(p.relative_to(conf / group).with_suffix("")) for p in (conf / group).rglob("*.yaml")
+        )
+        if o.is_sweep_override() and not o.is_discrete_sweep():
+            continue
+        chosen = (
+            list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_string()]
+        )
+        for value in chosen:
+            if value not in options:
+                return f"{group}={value} is not an option: {group} has {', '.join(options)}"
+    return None
+
+
+def _bad_value(parsed: list[Override], groups: tuple[str, ...]) -> str | None:
+    """The command line's first value its key cannot hold (a type, a choice)."""
     keys = [o for o in parsed if o.key_or_group.split("/")[0] not in groups and o.package is None]
     bad = value_error(keys)
     return str(bad) if bad else None

@@ -12,6 +12,7 @@ No MLflow import here: its version is read from the installed metadata.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import platform
@@ -149,6 +150,7 @@ def source_tags(entry_point: str) -> dict[str, str]:
     root = repo_root().resolve()
     name = script.relative_to(root).as_posix() if root in script.parents else str(script)
     found = {
+        "mlflow.user": _user(),
         "mlflow.source.name": name,
         "mlflow.source.type": "LOCAL",
         "mlflow.source.git.commit": git("rev-parse", "HEAD"),
@@ -156,6 +158,14 @@ def source_tags(entry_point: str) -> dict[str, str]:
         "mlflow.source.git.branch": git("symbolic-ref", "--quiet", "--short", "HEAD"),
     }
     return {key: value for key, value in found.items() if value}
+
+
+def _user() -> str | None:
+    """Who runs it, as MLflow's own runs name their user (the UI's User column)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's)
+        return None
 
 
 def _without_credentials(url: str | None) -> str | None:

@@ -17,6 +17,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -271,10 +272,34 @@ def first_batch(
     return data.X_train[:size], data.Y_train[:size]
 
 
+#: What a run writes into its folder: all of it goes to the run's artifacts.
+RUN_FILES = ("config.yaml", "overrides.yaml", "environment.json", "weights", "history", "data",
+             "plots", "trace")  # fmt: skip
+
+
+def clear_previous_run(job: Job) -> None:
+    """Remove what an earlier run left in this run's folder (a ``hydra.run.dir`` used
+    again): the folder goes to the run's artifacts whole, and would show that run's files
+    (figures, a trace) as this one's. An input file of this run in there is kept."""
+    given = (job.cfg.data.path, job.cfg.model.init_file)
+    inputs = [Path(str(resolve_path(p))).resolve() for p in given if p]
+    out = job.out_dir.resolve()
+    stale = [out / name for name in RUN_FILES if (out / name).exists()]
+    stale = [p for p in stale if not any(i == p or p in i.parents for i in inputs)]
+    if stale:
+        log.warning("%s held another run's files: replaced by this run's", job.out_dir)
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def write_inputs(job: Job) -> None:
     """``config.yaml``, ``overrides.yaml``, ``weights/initial.npz``, ``environment.json`` and
-    the trace."""
+    the trace (the folder first cleared of an earlier run's files)."""
     out, cfg = job.out_dir, job.cfg
+    clear_previous_run(job)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(config_yaml(cfg))
     lines = "".join(f"- {json.dumps(o)}\n" for o in job.overrides)

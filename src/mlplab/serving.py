@@ -24,7 +24,7 @@ from mlplab.weights import load_weights
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     import mlflow.pyfunc
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
     from mlflow.pyfunc import PythonModel
 
     class MLPModel(PythonModel):
@@ -55,8 +55,10 @@ def save_model(
     network: dict[str, Any],
     X_example: np.ndarray,
     Y_example: np.ndarray,
+    ids: Model | None = None,
 ) -> Path:
-    """Write an MLflow pyfunc model folder at ``path`` (with signature and input example)."""
+    """Write an MLflow pyfunc model folder at ``path`` (with signature and input example;
+    ``ids``: the run and logged model it belongs to, written into its MLmodel)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     spec_file = path.parent / "network.json"
     spec_file.write_text(json.dumps(network, indent=2))
@@ -73,6 +75,7 @@ def save_model(
             signature=infer_signature(x_frame, y_frame),
             input_example=x_frame.head(5),
             pip_requirements=[f"mlplab=={mlplab.__version__}", "numpy", "pandas", "scipy"],
+            mlflow_model=ids,
         )
     finally:
         pyfunc_log.setLevel(level)

@@ -321,6 +321,8 @@ def import_folder(
         if (folder / INPUTS).is_file():
             store.log_inputs(run_id, pickle.loads((folder / INPUTS).read_bytes()))
         artifacts = folder / ARTIFACTS
+        if (artifacts / "model" / "MLmodel").is_file():
+            store.log_model_folder(run_id, artifacts / "model")
         if artifacts.is_dir() and any(artifacts.iterdir()):
             store.log_artifacts(run_id, artifacts)
         if not manifest.get("status"):

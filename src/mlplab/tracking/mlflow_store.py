@@ -14,11 +14,12 @@ module on first use, so that commands which never open a store never pay for MLf
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,20 @@ from typing import Any
 import numpy as np
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.numpy_dataset import from_numpy
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag, ViewType
+from mlflow.entities import (
+    DatasetInput,
+    InputTag,
+    LoggedModelOutput,
+    LoggedModelStatus,
+    Metric,
+    Param,
+    RunTag,
+    ViewType,
+)
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from mlplab import serving
 from mlplab.errors import TrackingError
@@ -91,6 +103,12 @@ def warm_up() -> None:
     helper does it before its job names the store. Lazily, since a server's client never
     needs it."""
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
+#: The name of a run's logged model. Not ``model``: MLflow would then read the run's
+#: ``model/`` artifacts from the logged model, through the global tracking URI (not the
+#: store's), and list each of its files twice.
+LOGGED_MODEL = "mlp"
 
 
 class RunStore:
@@ -248,10 +266,38 @@ class RunStore:
         self.client.log_artifacts(run_id, str(local_dir), artifact_path=artifact_path)
 
     def log_model(self, run_id: str, request: ModelRequest) -> None:
-        """The network as an MLflow pyfunc model under ``model/``."""
-        with tempfile.TemporaryDirectory(prefix="mlplab-model-") as tmp:
-            model_dir = save_model(request, Path(tmp) / "model")
+        """The network as an MLflow pyfunc model: the run's ``model/`` artifacts
+        (``runs:/<id>/model``), and a logged model named ``mlp`` (:data:`LOGGED_MODEL`), the
+        run's output as ``mlflow.pyfunc.log_model`` makes it (MLflow 3's model entity: the
+        UI's Models tab, ``models:/<model_id>``)."""
+        with (
+            self._logged_model(run_id) as model_id,
+            tempfile.TemporaryDirectory(prefix="mlplab-model-") as tmp,
+        ):
+            ids = Model(run_id=run_id, model_id=model_id)  # in MLmodel, as MLflow writes them
+            model_dir = save_model(request, Path(tmp) / "model", ids)
+            self.client.log_model_artifacts(model_id, str(model_dir))
             self.log_artifacts(run_id, model_dir, "model")
+
+    def log_model_folder(self, run_id: str, model_dir: Path) -> None:
+        """A saved pyfunc model folder (a fallback's ``model/``) as the run's logged model
+        (its ``model/`` artifacts are the caller's)."""
+        with self._logged_model(run_id) as model_id:
+            self.client.log_model_artifacts(model_id, str(model_dir))
+
+    @contextlib.contextmanager
+    def _logged_model(self, run_id: str) -> Iterator[str]:
+        """A new logged model of the run, READY once the block has put its files in (else
+        FAILED), and the run's output."""
+        experiment = self.client.get_run(run_id).info.experiment_id
+        model_id = self.client.create_logged_model(experiment, LOGGED_MODEL, run_id).model_id
+        status = LoggedModelStatus.FAILED
+        try:
+            yield model_id
+            status = LoggedModelStatus.READY
+        finally:
+            self.client.finalize_logged_model(model_id, status)
+            self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
 
     def end_run(self, run_id: str, status: str, end_time: int | None = None) -> None:
         """Terminate the run as FINISHED, FAILED or KILLED."""
@@ -280,11 +326,26 @@ class RunStore:
         version = self.client.create_model_version(
             name, f"runs:/{run_id}/model", run_id, tags=dict(tags or {})
         )
+        self._link_version(run_id, name, version.version)
         try:
             self.client.set_registered_model_alias(name, alias, version.version)
         except MlflowException:  # another sweep set the new alias first: now it is an update
             self.client.set_registered_model_alias(name, alias, version.version)
         return str(version.version)
+
+    def _link_version(self, run_id: str, name: str, version: int | str) -> None:
+        """The run's logged model (the last) names the registered version, as
+        ``mlflow.register_model`` links them (the UI shows it on the model's page)."""
+        run = self.client.get_run(run_id)
+        models = [o.model_id for o in run.outputs.model_outputs] if run.outputs else []
+        if not models:
+            return
+        model = self.client.get_logged_model(models[-1])
+        linked = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+        linked.append({"name": name, "version": version})
+        self.client.set_logged_model_tags(
+            model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(linked)}
+        )
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run (a half-written import)."""
@@ -344,10 +405,11 @@ class RunStore:
             return None
 
 
-def save_model(request: ModelRequest, path: Path) -> Path:
-    """Write the pyfunc model folder of ``request`` at ``path``."""
+def save_model(request: ModelRequest, path: Path, ids: Model | None = None) -> Path:
+    """Write the pyfunc model folder of ``request`` at ``path`` (``ids``: the run and logged
+    model it belongs to)."""
     return serving.save_model(
-        path, request.weights_file, request.network, request.X_example, request.Y_example
+        path, request.weights_file, request.network, request.X_example, request.Y_example, ids
     )
 
 

@@ -59,9 +59,16 @@ def configure_http(timeout: int, retries: int) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
 
 
-def first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message, cut after its last whole sentence (or word)
+    within ``limit`` characters."""
     text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    line = text.splitlines()[0] if text else type(exc).__name__
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    end = cut.rfind(". ") + 1 or cut.rfind(" ")
+    return f"{cut[:end].rstrip() if end > 0 else cut} …"
 
 
 def check_local_store(uri: str) -> None:
@@ -166,6 +173,18 @@ def check_store(uri: str, timeout: float, retries: int) -> None:
         check_artifact_root(artifact_root_for(uri), uri)
     elif uri.startswith(("http://", "https://")):
         check_server(uri, timeout, retries)
+
+
+def check_source(uri: str, timeout: int, retries: int) -> None:
+    """The checks of a store that is only read (:func:`check_store`): a SQLite file must
+    exist (MLflow would create an empty store), a server answers within ``timeout`` and
+    ``retries`` (MLflow's own calls too). Raises :class:`TrackingError`."""
+    local = uri.startswith("sqlite:///") and not uri.endswith(":memory:")
+    if local and not Path(uri[len("sqlite:///") :]).is_file():
+        raise TrackingError(f"{uri!r}: no MLflow store there (no such file)")
+    if uri.startswith(("http://", "https://")):
+        configure_http(timeout, retries)
+    check_store(uri, timeout, retries)
 
 
 def _local_path(location: str | None) -> Path | None:
