@@ -101,7 +101,7 @@ def test_sweep_launcher_installs_its_extra(launcher: str, extra: str | None) -> 
     else:
         assert not syncs
     sweep = out.stdout.splitlines()[-1]
-    assert "pipelines/run.py --multirun '+sweep=default'" in sweep
+    assert 'pipelines/run.py --multirun "+sweep=$SWEEP"' in sweep
     assert ("hydra/launcher" in sweep) == bool(launcher)
     assert sweep.endswith(f"'hydra/launcher={launcher}'") or not launcher
 

@@ -108,6 +108,9 @@ def test_pyfunc_model_predicts_what_the_pipeline_predicted(
         LoggedModelStatus.READY.to_proto(),
     )
     assert (model.metadata.run_id, model.metadata.model_id) == (run_id, output.model_id)
+    # the data as MLflow datasets, named after the CSV file (a generator's name otherwise)
+    names = {i.dataset.name for i in client.get_run(run_id).inputs.dataset_inputs}
+    assert names == {"tutorial" if case == "tutorial" else "points"}
     listed = [f.path for f in client.list_artifacts(run_id, "model")]
     assert "model/MLmodel" in listed and len(listed) == len(set(listed))  # each file once
     by_id = mlflow.pyfunc.load_model(f"models:/{output.model_id}")

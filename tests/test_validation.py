@@ -84,6 +84,7 @@ CASES = [
     # a deletion: the key would run at its default, missing from the config shown
     Case("deleted-key", lambda d: ["~seed"], ["~seed: a config key cannot be deleted"]),
     Case("deleted-group", lambda d: ["~model"], ["~model: a config group cannot be removed"]),
+    Case("appended-known-key", lambda d: ["+seed=3"], ["+seed=3: seed is in the config already"]),
     # an unknown key: one line (not Hydra's, whose advice +key= fails too), the keys allowed
     Case("unknown-key", lambda d: ["model.depth=3"], ["model.depth", "hidden, activation"]),
     Case("unknown-top-key", lambda d: ["sede=3"], ["sede", "seed, data, model"]),

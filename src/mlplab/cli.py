@@ -124,7 +124,7 @@ def _unknown_key() -> str | None:
         return None
     conf = conf_dir()
     groups = tuple(p.name for p in conf.iterdir() if p.is_dir()) if conf.is_dir() else ()
-    hint = _deletion(sys.argv[1:], groups) or unknown_key_hint(sys.argv[1:], groups)
+    hint = unknown_key_hint(sys.argv[1:], groups) or _prefixed(sys.argv[1:], groups)
     if hint:
         return hint
     items = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
@@ -135,15 +135,20 @@ def _unknown_key() -> str | None:
     return _bad_choice(parsed, conf) or _bad_value(parsed, groups)
 
 
-def _deletion(args: list[str], groups: tuple[str, ...]) -> str | None:
-    """A ``~key`` or ``~group`` of the command line: every key of the schema is read (a
-    deleted one would run at its default while the config shown lacks it)."""
+def _prefixed(args: list[str], groups: tuple[str, ...]) -> str | None:
+    """A ``~key``, ``~group`` or ``+key`` of the command line (its key known: checked
+    first): every key of the schema is there and read, so a deleted one would run at its
+    default while the config shown lacks it, and Hydra refuses to add one in three lines."""
     for arg in args:
-        key = arg[1:].partition("=")[0]
-        if arg.startswith("~") and not key.startswith("hydra"):
+        key = arg.lstrip("+~").partition("=")[0]
+        if key.startswith("hydra") or not arg.startswith(("~", "+")) or arg.startswith("++"):
+            continue
+        if arg.startswith("~"):
             if key in groups:
                 return f"{arg}: a config group cannot be removed; choose one of its options"
             return f"{arg}: a config key cannot be deleted; set its value instead ({key}=...)"
+        if key not in groups:
+            return f"{arg}: {key} is in the config already; set it without the + ({arg[1:]})"
     return None
 
 
@@ -155,19 +160,22 @@ _NOT_RUN_GROUPS = {
 
 
 def _bad_choice(parsed: list[Override], conf: Path) -> str | None:
-    """The command line's first option that its config group (``conf/<group>/``) lacks, or
-    a group a run does not choose that way; Hydra's message is a dozen lines."""
+    """The command line's first option that its config group (``conf/<group>/``, and the
+    folders ``hydra.searchpath`` adds) lacks, or a group a run does not choose that way;
+    Hydra's message is a dozen lines."""
+    folders = _search_path(parsed, conf)
     for o in parsed:
         group = o.key_or_group
-        if not (conf / group).is_dir() or o.package is not None or o.is_delete():
+        if folders is None or not (conf / group).is_dir() or o.package or o.is_delete():
             continue
         if group in _NOT_RUN_GROUPS and not (group == "sweep" and o.is_add()):
             return f"{o.input_line}: {_NOT_RUN_GROUPS[group]}"
-        options = sorted(
-            str(p.relative_to(conf / group).with_suffix("")) for p in (conf / group).rglob("*.yaml")
-        )
         if o.is_sweep_override() and not o.is_discrete_sweep():
             continue
+        options = sorted(
+            {str(f.relative_to(d / group).with_suffix("")) for d in folders
+             for f in (d / group).rglob("*.yaml")}
+        )  # fmt: skip
         chosen = (
             list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_string()]
         )
@@ -175,6 +183,20 @@ def _bad_choice(parsed: list[Override], conf: Path) -> str | None:
             if value not in options:
                 return f"{group}={value} is not an option: {group} has {', '.join(options)}"
     return None
+
+
+def _search_path(parsed: list[Override], conf: Path) -> list[Path] | None:
+    """The config folders: ``conf`` and those ``hydra.searchpath`` adds (None when one of
+    them is not a folder, a ``pkg://`` one: Hydra alone can list its options)."""
+    folders = [conf]
+    for o in parsed:
+        if o.key_or_group == "hydra.searchpath" and isinstance(o.value(), list):
+            for entry in o.value():  # type: ignore[union-attr]
+                path = Path(str(entry).removeprefix("file://"))
+                if str(entry).startswith("pkg://") or not path.is_dir():
+                    return None
+                folders.append(path)
+    return folders
 
 
 def _bad_value(parsed: list[Override], groups: tuple[str, ...]) -> str | None:

@@ -321,9 +321,11 @@ def gradient_error(job: Job, n_samples: int = 5) -> float:
 
 
 def data_splits(job: Job) -> list[DataSplit]:
-    """The run's splits as dataset inputs: the data config's name, a digest of the arrays,
-    the CSV file as source (a generator's name and seed otherwise), the context."""
+    """The run's splits as dataset inputs: the CSV file's name (``iris``) or the generator's,
+    a digest of the arrays, the CSV file as source (a generator's name and seed otherwise),
+    the context."""
     d, data = job.cfg.data, job.data
+    name = Path(d.path).stem if d.path else str(d.name)
     splits = []
     for context, X, Y in (
         ("training", data.X_train, data.Y_train),
@@ -333,7 +335,7 @@ def data_splits(job: Job) -> list[DataSplit]:
         if X.shape[0]:
             digest = hashlib.sha256(X.tobytes() + Y.tobytes()).hexdigest()[:8]
             generator = {} if d.path else {"generator": str(d.name), "seed": str(job.cfg.seed)}
-            splits.append(DataSplit(str(d.name), context, digest, X, Y, d.path, generator))
+            splits.append(DataSplit(name, context, digest, X, Y, d.path, generator))
     return splits
 
 
