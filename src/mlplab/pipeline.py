@@ -124,6 +124,12 @@ class RunOutcome:
         accuracy = f"   test accuracy {m['test_accuracy']:.3f}" if "test_accuracy" in m else ""
         return train + f"test RMSE {m['test_rmse']:.6f}" + accuracy
 
+    @property
+    def _ran(self) -> str:
+        """``FINISHED, 435 epochs``; ``FAILED after 20 epochs`` (the 21st diverged)."""
+        joint = ", " if self.status == "FINISHED" else " after "
+        return f"{self.status}{joint}{self.epochs_run} epochs"
+
     def describe(self, brief: bool = False, uri: str | None = None) -> str:
         """What the user sees at the end of a run (one line per job in a sweep: ``brief``)."""
         m = self.metrics
@@ -135,10 +141,10 @@ class RunOutcome:
                 if "final_train_rmse" in m
                 else "not evaluated"
             )
-            return f"job {self.out_dir.name}: {self.status}, {self.epochs_run} epochs, {scores}"
+            return f"job {self.out_dir.name}: {self._ran}, {scores}"
         lines = [
-            f"run {self.run_id or '(tracking off)'}: {self.status}, "
-            f"{self.epochs_run} epochs, weights sha256 {self.weights_sha256[:12] or '-'}",
+            f"run {self.run_id or '(tracking off)'}: {self._ran}, "
+            f"weights sha256 {self.weights_sha256[:12] or '-'}",
             self._scores(),
             f"  files: {self.out_dir.absolute()}",
         ]
