@@ -242,3 +242,7 @@ def test_the_network_figure_says_whose_weights_it_shows() -> None:
     assert network_subtitle(result(62, True), metrics).endswith("(final weights)")  # cut short
     assert rmse_title(result(62)) == "RMSE across epochs (weights kept: epoch 62, best validation)"
     assert rmse_title(result(None)) == rmse_title(result(82)) == "RMSE across epochs"
+    # a net that blew up without reaching inf: 6 digits, not 150
+    assert network_subtitle(result(None), {"final_train_rmse": 2.2092488584007e143}) == (
+        "82 epochs, train RMSE 2.20925e+143 (final weights)"
+    )

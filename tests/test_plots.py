@@ -34,6 +34,7 @@ from mlplab.plots import predictions as predictions_module
 from mlplab.plots.curves import RmseFigure, wants_log_scale
 from mlplab.plots.network import NetworkFigure
 from mlplab.plots.predictions import PredictionsFigure
+from mlplab.plots.sweep import natural_key
 from mlplab.report import ChildRecord, summary_rows
 
 GREEN = (0, 128, 0)  # matplotlib "green"
@@ -406,6 +407,26 @@ def test_sweep_curves(tmp_path: Path) -> None:
     empty = [ChildRecord("a", "no history", "FAILED")]
     arr = _check_png(plot_sweep_curves(empty, tmp_path / "e.png"), (1000, 600), min_colours=10)
     assert _near(arr, TAB_BLUE, tol=10) == 0  # "no RMSE history", no curve
+
+
+def test_sweep_curves_sit_at_their_logged_epochs_in_the_order_of_their_numbers(
+    tmp_path: Path,
+) -> None:
+    """A long run's thinned history is drawn at the epochs it was logged at (not 1, 2, ...),
+    and runs are ordered by the numbers in their names (seed=2 before seed=10)."""
+    assert sorted(["seed=10", "seed=2", "lr=0.1", "lr=0.05", "lr=1e-05"], key=natural_key) == [
+        "lr=1e-05",
+        "lr=0.05",
+        "lr=0.1",
+        "seed=2",
+        "seed=10",
+    ]
+    steps = [1, *range(100, 1_000_001, 100_000), 1_000_000]
+    long = ChildRecord("a", "seed=0", "FINISHED", history=[1.0] * len(steps), steps=steps)
+    fig_path = plot_sweep_curves([long], tmp_path / "long.png")
+    # the same values without their steps (drawn at 1..12) make another figure: other ticks
+    short = ChildRecord("a", "seed=0", "FINISHED", history=[1.0] * len(steps))
+    assert not np.array_equal(_rgb(fig_path), _rgb(plot_sweep_curves([short], tmp_path / "s.png")))
 
 
 def test_sweep_params(tmp_path: Path) -> None:

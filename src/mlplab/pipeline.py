@@ -118,11 +118,11 @@ class RunOutcome:
         m = self.metrics
         if "final_train_rmse" not in m:
             return f"  not evaluated: {self.failure or 'the run ended ' + self.status}"
-        train = f"  train RMSE {m['final_train_rmse']:.6f}   "
+        train = f"  train RMSE {rmse_text(m['final_train_rmse'])}   "
         if "test_rmse" not in m:
             return train + "no test set (data.test_fraction=0)"
         accuracy = f"   test accuracy {m['test_accuracy']:.3f}" if "test_accuracy" in m else ""
-        return train + f"test RMSE {m['test_rmse']:.6f}" + accuracy
+        return train + f"test RMSE {rmse_text(m['test_rmse'])}" + accuracy
 
     @property
     def _ran(self) -> str:
@@ -135,9 +135,9 @@ class RunOutcome:
         m = self.metrics
         if brief:
             scores = (
-                f"test RMSE {m['test_rmse']:.6f}"
+                f"test RMSE {rmse_text(m['test_rmse'])}"
                 if "test_rmse" in m
-                else f"train RMSE {m['final_train_rmse']:.6f}, no test set"
+                else f"train RMSE {rmse_text(m['final_train_rmse'])}, no test set"
                 if "final_train_rmse" in m
                 else "not evaluated"
             )
@@ -487,6 +487,12 @@ def animation_frames(snapshots: dict[int, list[Array]], frames: int) -> dict[int
     return {epochs[int(i)]: snapshots[epochs[int(i)]] for i in idx}
 
 
+def rmse_text(value: float) -> str:
+    """An RMSE as the summary prints it: 6 decimals (``0.002074``), or 6 significant digits
+    when that is far too long (``2.20925e+143``: a net that blew up without reaching inf)."""
+    return f"{value:.6f}" if abs(value) < 1e6 else f"{value:.6g}"
+
+
 def kept_epoch(result: TrainResult) -> int | None:
     """The epoch whose weights early stopping kept, when it is not the last one run."""
     best = result.best_epoch
@@ -505,11 +511,10 @@ def network_subtitle(result: TrainResult, metrics: dict[str, float]) -> str:
     if best is not None:
         return (
             f"{result.epochs_run} epochs, the weights of epoch {best} (best "
-            f"validation RMSE): train RMSE {metrics['final_train_rmse']:.6f}"
+            f"validation RMSE): train RMSE {rmse_text(metrics['final_train_rmse'])}"
         )
-    return (
-        f"{result.epochs_run} epochs, train RMSE {metrics['final_train_rmse']:.6f} (final weights)"
-    )
+    train = rmse_text(metrics["final_train_rmse"])
+    return f"{result.epochs_run} epochs, train RMSE {train} (final weights)"
 
 
 def rmse_title(result: TrainResult) -> str:

@@ -64,6 +64,7 @@ class ChildRecord:
     params: dict[str, str] = field(default_factory=dict)
     failure_reason: str = ""
     history: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)  # the history's epochs (default 1, 2, ...)
 
 
 def override_map(overrides: Sequence[str]) -> dict[str, str]:

@@ -315,6 +315,7 @@ def collect_children(
             reason = reason or "the job ended without closing its run (its worker died?)"
             if store.close_if_running(run.run_id, "FAILED", reason):
                 status = "FAILED"
+        points = store.history(run.run_id, "train_rmse")
         loaded = json.loads(run.tags.get(OVERRIDES_TAG, "[]"))
         overrides = [str(x) for x in loaded] if isinstance(loaded, list) else []
         records.append(
@@ -326,7 +327,8 @@ def collect_children(
                 metrics=run.metrics,
                 params=run.params,
                 failure_reason=reason,
-                history=store.history(run.run_id, "train_rmse"),
+                history=[value for _, value in points],
+                steps=[step for step, _ in points],
             )
         )
     return records

@@ -8,6 +8,7 @@ from them.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from mlplab.plots._common import DEFAULT_DPI, new_figure, save_figure
 from mlplab.report import RANK_BY, ChildRecord
@@ -26,27 +27,40 @@ JITTER = 0.12
 MAX_CATEGORIES = 8
 
 
+#: A number in a run name (``seed=10``, ``lr=0.05``, ``lr=1e-05``).
+_NUMBER = re.compile(r"(\d+(?:\.\d+)?(?:e[+-]?\d+)?)")
+
+
+def natural_key(name: str) -> list[tuple[int, float, str]]:
+    """Run names in the order of their numbers: ``seed=2`` before ``seed=10``, ``lr=0.05``
+    before ``lr=0.1``."""
+    return [(1, float(part), "") if i % 2 else (0, 0.0, part)
+            for i, part in enumerate(_NUMBER.split(name))]  # fmt: skip
+
+
 def plot_sweep_curves(
     children: Sequence[ChildRecord], path: str | Path, title: str = "", dpi: float = DEFAULT_DPI
 ) -> Path:
     """Every child's train RMSE per epoch on one chart (log scale), labelled by run name.
 
-    Curves are in run-name order with distinct colours (up to 20, then a colour ramp);
-    a child that did not finish is dashed and its status added to its label.
+    Curves are in run-name order (:func:`natural_key`) with distinct colours (up to 20,
+    then a colour ramp), at the epochs logged (a long run's are thinned); a child that did
+    not finish is dashed and its status added to its label.
     """
     fig = new_figure((10.0, 6.0), dpi=dpi)
     ax = fig.add_subplot()
-    with_history = sorted((c for c in children if c.history), key=lambda c: c.run_name)
+    with_history = sorted((c for c in children if c.history), key=lambda c: natural_key(c.run_name))
     # distinct colours for up to 20 curves (tab10 repeats after 10), then a ramp
     n = len(with_history)
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"]
     for i, c in enumerate(with_history):
         y = np.asarray(c.history, dtype=float)
+        x = np.asarray(c.steps) if len(c.steps) == y.size else np.arange(1, y.size + 1)
         label = c.run_name or c.run_id[:8]
         if c.status != "FINISHED":
             label += f" ({c.status})"
         ax.plot(
-            np.arange(1, len(y) + 1),
+            x,  # the epochs logged: a long run's history is thinned
             y,
             lw=1.2,
             label=label,
@@ -87,6 +101,8 @@ def _draw_param_panel(ax: Axes, values: list[str], y: np.ndarray) -> None:
         if x.min() > 0 and x.max() / x.min() >= 10:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
+        elif all(v.is_integer() for v in numbers):  # seeds, widths: no tick between two
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         return
     if numbers is not None:
         levels = sorted(set(values), key=float)
@@ -98,7 +114,9 @@ def _draw_param_panel(ax: Axes, values: list[str], y: np.ndarray) -> None:
     ax.scatter(x + rng.uniform(-JITTER, JITTER, x.size), y, s=22, alpha=0.8)
     medians = [np.median(y[x == i]) for i in range(len(levels))]
     ax.plot(range(len(levels)), medians, lw=1, color="grey", marker="_", ms=14)
-    ax.set_xticks(range(len(levels)), levels, rotation=30 if len(levels) > 4 else 0)
+    # a tuned float is named by 4 digits (its full repr would overprint the next)
+    labels = [f"{float(v):.4g}" for v in levels] if numbers is not None else levels
+    ax.set_xticks(range(len(levels)), labels, rotation=30 if len(levels) > 4 else 0)
     ax.set_xlim(-0.5, max(len(levels), 1) - 0.5)  # no level: every child failed
 
 

@@ -384,12 +384,13 @@ class RunStore:
             if not token:
                 return out
 
-    def history(self, run_id: str, key: str) -> list[float]:
-        """A metric's values in step order."""
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """A metric's (step, value) points in step order (a long history's are thinned:
+        ``tracking.max_points``)."""
         if self.table is not None:
             return self.table.history(run_id, key)
         points = self.client.get_metric_history(run_id, key)
-        return [m.value for m in sorted(points, key=lambda m: (m.step, m.timestamp))]
+        return [(m.step, m.value) for m in sorted(points, key=lambda m: (m.step, m.timestamp))]
 
     def read_text(self, run_id: str, path: str) -> str | None:
         """The text of one artifact file, or None if the run has none there."""

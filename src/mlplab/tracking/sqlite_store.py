@@ -81,13 +81,14 @@ class MetricTable:
             return False
         return True
 
-    def history(self, run_id: str, key: str) -> list[float]:
-        """A metric's values in step order, as ``MlflowClient.get_metric_history`` holds them."""
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """A metric's (step, value) points in step order, as ``MlflowClient.get_metric_history``
+        holds them."""
         t = self.table.c
         query = (
-            sa.select(t.value, t.is_nan)
+            sa.select(t.step, t.value, t.is_nan)
             .where(t.run_uuid == run_id, t.key == key)
             .order_by(t.step, t.timestamp)
         )
         with self.engine.connect() as connection:
-            return [math.nan if nan else value for value, nan in connection.execute(query)]
+            return [(s, math.nan if nan else v) for s, v, nan in connection.execute(query)]
