@@ -49,7 +49,7 @@ def history_curves(history: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {key: arr for key, arr in curves.items() if arr is not None}
 
 
-def _final(arr: np.ndarray) -> str:
+def _last(arr: np.ndarray) -> str:
     finite = arr[np.isfinite(arr)]
     return f"{finite[-1]:.4g}" if finite.size else "n/a"
 
@@ -97,7 +97,8 @@ class RmseFigure:
             arr = curves[key]
             line.set_data(np.arange(1, arr.size + 1), arr)
             line.set_marker("o" if arr.size <= 30 else "None")
-            line.set_label(f"{_CURVES[key][0]} (final {_final(arr)})")
+            # the last epoch's (running) value: the summary's final RMSE is the final weights'
+            line.set_label(f"{_CURVES[key][0]} (last epoch {_last(arr)})")
         ax = self.panels[0]
         rmse = [arr for key, arr in curves.items() if not _CURVES[key][2]]
         scale = "log" if rmse and wants_log_scale(*rmse) else "linear"
