@@ -225,18 +225,24 @@ def test_a_swept_value_of_the_wrong_kind_refuses_the_sweep_before_any_run(
         "# @package _global_\ndefaults:\n  - base\n"
         "hydra:\n  sweeper:\n    params:\n      model.activation: relu,swish\n"
     )
+    (tmp_path / "conf" / "sweep" / "option.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - base\n"
+        "hydra:\n  sweeper:\n    params:\n      optimizer: sgd,adamw\n"
+    )
+    option = "optimizer=adamw is not an option: optimizer has adam, momentum, sgd"
     choices = "Invalid value 'swish', expected one of [sigmoid, tanh, relu, leaky_relu"
     for args in (
         ["+sweep=smoke", "model.activation=relu,swish"],
         [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "+sweep=typo"],
         ["+sweep=smoke", "train.epochs=5,abc"],
+        [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "+sweep=option"],
     ):
         proc, _ = sweep(tmp_path / "run", *args)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 2, output[-3000:]
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and "Traceback" not in output, output[-3000:]
-        assert choices in errors[0] or "train.epochs: Value 'abc'" in errors[0], errors
+        assert any(m in errors[0] for m in (choices, "train.epochs: Value 'abc'", option)), errors
         assert not (tmp_path / "run" / "mlflow.db").exists()
 
 

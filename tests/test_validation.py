@@ -81,6 +81,7 @@ CASES = [
     Case("unknown-sweep", lambda d: ["+sweep=nope"], ["sweep=nope", "base, default"]),
     Case("sweep-as-a-group", lambda d: ["sweep=smoke"], ["--multirun +sweep=<name>"]),
     Case("tune-in-a-run", lambda d: ["+tune=default"], ["pipelines/tune.py tune=<name>"]),
+    Case("unknown-launcher", lambda d: ["hydra/launcher=nope"], ["has basic, joblib, population"]),
     # a deletion: the key would run at its default, missing from the config shown
     Case("deleted-key", lambda d: ["~seed"], ["~seed: a config key cannot be deleted"]),
     Case("deleted-group", lambda d: ["~model"], ["~model: a config group cannot be removed"]),

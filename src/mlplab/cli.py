@@ -13,15 +13,25 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.utils import create_config_search_path
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from mlplab.config import OVERRIDES, Config, hydra_job_context, unknown_key_hint, value_error
+from mlplab.config import (
+    OVERRIDES,
+    Config,
+    choice_error,
+    hydra_job_context,
+    unknown_key_hint,
+    value_error,
+)
 from mlplab.errors import Interrupted, JobExit, UserError, say_error
 from mlplab.interrupts import sigterm_interrupts
 from mlplab.pipeline import RunOutcome, configure, record_refusal, run
@@ -132,7 +142,7 @@ def _unknown_key() -> str | None:
         parsed = OVERRIDES.parse_overrides(items)
     except HydraException:  # a grammar error: Hydra's own message says where
         return None
-    return _bad_choice(parsed, conf) or _bad_value(parsed, groups)
+    return _bad_choice(parsed, items, conf) or _bad_value(parsed, groups)
 
 
 def _prefixed(args: list[str], groups: tuple[str, ...]) -> str | None:
@@ -159,44 +169,24 @@ _NOT_RUN_GROUPS = {
 }
 
 
-def _bad_choice(parsed: list[Override], conf: Path) -> str | None:
-    """The command line's first option that its config group (``conf/<group>/``, and the
-    folders ``hydra.searchpath`` adds) lacks, or a group a run does not choose that way;
-    Hydra's message is a dozen lines."""
-    folders = _search_path(parsed, conf)
+def _bad_choice(parsed: list[Override], items: list[str], conf: Path) -> str | None:
+    """The command line's first option that its config group lacks (the groups and options
+    Hydra finds: conf/, ``hydra.searchpath``, plugins), or a group a run does not choose
+    that way."""
     for o in parsed:
-        group = o.key_or_group
-        if folders is None or not (conf / group).is_dir() or o.package or o.is_delete():
-            continue
-        if group in _NOT_RUN_GROUPS and not (group == "sweep" and o.is_add()):
-            return f"{o.input_line}: {_NOT_RUN_GROUPS[group]}"
-        if o.is_sweep_override() and not o.is_discrete_sweep():
-            continue
-        options = sorted(
-            {str(f.relative_to(d / group).with_suffix("")) for d in folders
-             for f in (d / group).rglob("*.yaml")}
-        )  # fmt: skip
-        chosen = (
-            list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_string()]
-        )
-        for value in chosen:
-            if value not in options:
-                return f"{group}={value} is not an option: {group} has {', '.join(options)}"
-    return None
+        if o.key_or_group in _NOT_RUN_GROUPS and not (o.key_or_group == "sweep" and o.is_add()):
+            return f"{o.input_line}: {_NOT_RUN_GROUPS[o.key_or_group]}"
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(conf)))
 
+    def options(group: str) -> list[str]:
+        if "." in group:  # a key
+            return []
+        with warnings.catch_warnings():  # a missing searchpath folder: Hydra warns itself
+            warnings.simplefilter("ignore", UserWarning)
+            return loader.get_group_options(group, config_name="config", overrides=items)
 
-def _search_path(parsed: list[Override], conf: Path) -> list[Path] | None:
-    """The config folders: ``conf`` and those ``hydra.searchpath`` adds (None when one of
-    them is not a folder, a ``pkg://`` one: Hydra alone can list its options)."""
-    folders = [conf]
-    for o in parsed:
-        if o.key_or_group == "hydra.searchpath" and isinstance(o.value(), list):
-            for entry in o.value():  # type: ignore[union-attr]
-                path = Path(str(entry).removeprefix("file://"))
-                if str(entry).startswith("pkg://") or not path.is_dir():
-                    return None
-                folders.append(path)
-    return folders
+    bad = choice_error(parsed, options)
+    return str(bad) if bad else None
 
 
 def _bad_value(parsed: list[Override], groups: tuple[str, ...]) -> str | None:

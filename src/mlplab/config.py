@@ -299,6 +299,31 @@ def value_error(overrides: Iterable[Override], cfg: DictConfig | None = None) ->
     return None
 
 
+def choice_error(
+    overrides: Iterable[Override], options: typing.Callable[[str], list[str]]
+) -> UserError | None:
+    """The first option of ``overrides`` (each of a sweep's values) that its config group
+    lacks, in one line with the group's ``options(group)`` (empty for a key, not a group);
+    Hydra's message is a dozen lines."""
+    for o in overrides:
+        if o.package or o.is_delete() or (o.is_sweep_override() and not o.is_discrete_sweep()):
+            continue
+        found = options(o.key_or_group)
+        if not found:
+            continue
+        try:
+            chosen = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+        except HydraException:  # glob(...): Hydra lists the options itself
+            continue
+        for value in map(str, chosen):
+            if value not in found:
+                return UserError(
+                    f"{o.key_or_group}={value} is not an option: "
+                    f"{o.key_or_group} has {', '.join(found)}"
+                )
+    return None
+
+
 def schema_error(exc: Exception) -> UserError:
     """One line for a value or key the typed schema refuses."""
     key = str(getattr(exc, "full_key", "") or "")

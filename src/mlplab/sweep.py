@@ -33,10 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.types import Override
-from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -47,6 +45,7 @@ from mlplab.config import (
     OVERRIDES,
     SWEEP_ENV,
     TrackingConfig,
+    choice_error,
     recorded_config,
     user_overrides,
     validate,
@@ -215,7 +214,7 @@ def _jobs(config: DictConfig, parsed: list[Override] | None) -> list[list[str]] 
 
 def refuse_bad_values(config: DictConfig) -> None:
     """Refuse the sweep before any run when every job of it would be refused: a swept
-    config-group option that does not exist (Hydra's own message), or a bad value on the
+    config-group option that does not exist (one line, with the options), or a bad value on the
     command line that no swept value replaces (its one message, as a run's).
 
     The sweep's own config (none of the swept values) is checked first; only when it is
@@ -232,7 +231,9 @@ def refuse_bad_values(config: DictConfig) -> None:
     if loader is not None:
         options = {o.key_or_group: loader.get_group_options(o.key_or_group) for o in swept}
         groups |= {key for key, found in options.items() if found}
-        _refuse_unknown_options(config, swept, options, loader)
+        unknown = choice_error(swept, lambda group: options[group])
+        if unknown is not None:
+            raise unknown
     base = _without_hydra(config)
     bad = value_error([o for o in swept if o.key_or_group not in groups], base)
     if bad is not None:
@@ -272,31 +273,6 @@ def _without_hydra(config: DictConfig) -> DictConfig:
     with read_write(out), open_dict(out):
         out.pop("hydra")
     return out
-
-
-def _refuse_unknown_options(
-    config: DictConfig,
-    swept: list[Override],
-    options: dict[str, list[str]],
-    loader: ConfigLoader,
-) -> None:
-    """A swept config-group option that does not exist (not among the group's ``options``) is
-    refused with Hydra's message (its basic sweeper would refuse the whole batch, once the
-    parent run was made)."""
-    for o in swept:
-        if o.is_hydra_override() or not options[o.key_or_group]:  # a key, not a group
-            continue
-        try:
-            values = list(o.sweep_string_iterator())
-        except HydraException:  # glob(...): Hydra lists the options itself
-            continue
-        for value in values:
-            if value in options[o.key_or_group]:
-                continue
-            try:
-                loader.load_sweep_config(config, [f"{o.get_key_element()}={value}"])
-            except HydraException as exc:
-                raise UserError(str(exc)) from None
 
 
 # -- the children and the report -------------------------------------------------------------
