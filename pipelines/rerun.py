@@ -90,8 +90,11 @@ def fetch_run(uri: str, run_id: str) -> tuple[RunInfo, str]:
             "children (make rerun RUN=<a child's run id>: the UI lists them under it)"
         )
     if text is None:
+        reason = run.tags.get("failure_reason") or "no reason given"
+        why = f" (it ended {run.status}, {reason}, before its files reached the store)"
         raise RerunError(
-            f"run {run_id!r} has no config.yaml artifact: it cannot be rerun" + moved(run)
+            f"run {run_id!r} has no config.yaml artifact: it cannot be rerun"
+            + (moved(run) if run.status == "FINISHED" else why)
         )
     return run, text
 
@@ -234,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = configure(rerun_config(text, list(args.overrides)))
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
         out_dir = Path(args.out) if args.out else OUTPUTS / f"{args.run_id}_{stamp}"
-        if cfg.tracking.run_name is None:
-            cfg.tracking.run_name = f"rerun of {original.run_name or args.run_id}"
+        if cfg.tracking.run_name is None:  # with what the rerun changes, if anything
+            changed = [o for o in args.overrides if not o.startswith("tracking.")]
+            with_changes = f" with {' '.join(changed)}" if changed else ""
+            cfg.tracking.run_name = f"rerun of {original.run_name or args.run_id}{with_changes}"
         print(
             f"rerun of {args.run_id} ({original.run_name}) from {source}\n"
             f"  into {cfg.tracking.uri if cfg.tracking.enabled else '(tracking off)'}",
@@ -261,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     expected, got = original.tags.get("weights_sha256"), outcome.weights_sha256
     if expected and got == expected:
         print(f"MATCH: weights sha256 {got}", flush=True)
-        changed = [n for n in notes if n.startswith(("config ", "environment "))]
+        inputs = ("config ", "environment ", "data/", "initial weights ")  # not the weights
+        changed = [n for n in notes if n.startswith(inputs)]
         print("\n".join(f"  (differs, without effect) {n}" for n in changed), flush=bool(changed))
         return 0
     print(

@@ -95,6 +95,7 @@ def artifact_paths(client: Any, run_id: str, path: str = "") -> set[str]:
 def _no_user_store(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never touch the user's mlflow.db: the default URI is poisoned."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nonexistent-dir/do-not-use.db")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)  # tracking.experiment's default
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

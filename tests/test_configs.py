@@ -67,7 +67,7 @@ def test_every_group_option_composes_to_its_values_and_validates(make_cfg, group
     cfg = make_cfg(*overrides)  # as a run prepares it (paths and the store resolved)
     validate(cfg)
     node = getattr(to_config(compose(config_name="config", overrides=overrides)), group)
-    values = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
+    values = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"), resolve=True)
     for key, value in values.items():
         if value != "???":  # mandatory: given by the companion override
             assert getattr(node, key) == value, f"{group}={option}: {key}"

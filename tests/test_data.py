@@ -165,6 +165,10 @@ def test_csv_errors_past_the_columns(tmp_path):
         "data.features: column 'y' is also a target"
     )
     assert refusal("a,y\n1,2\n3,x\n") == "data.path=<file>: column 'y' is not numeric (row 3: 'x')"
+    assert refusal("1,2,3\n4,5,6\n") == (
+        "data.path=<file>: its first row is numbers (1, 2, 3), not the header row of column "
+        "names it needs"
+    )
     cls = {"task": "classification"}
     assert refusal("a,b,c\n1,2,3\n", targets=["b", "c"], **cls) == (
         "data.targets: classification takes exactly one label column"
@@ -197,6 +201,8 @@ def test_a_regression_csv_is_read_as_written(tmp_path):
     assert [len(d.X_train), len(d.X_val), len(d.X_test)] == [10, 0, 2]
     got = _rows(np.vstack([d.X_train, d.X_test]), np.vstack([d.Y_train, d.Y_test]))
     assert got == _rows(table)
+    spaced = DataConfig(name="csv", path=_csv(tmp_path, text.replace(",", ", ")), features=["b"])
+    assert generate(spaced, np.random.default_rng(0)).feature_names == ["b"]  # not " b"
     chosen = DataConfig(name="csv", path=_csv(tmp_path, text), targets=["a"], test_fraction=0.0)
     d = generate(chosen, np.random.default_rng(0))
     assert (d.feature_names, d.target_names) == (["b", "y"], ["a"])

@@ -50,6 +50,15 @@ def test_mlflow_tracking_uri_overrides_the_default(
     assert make_cfg("tracking.uri=sqlite:////tmp/x.db").tracking.uri == "sqlite:////tmp/x.db"
 
 
+def test_mlflow_experiment_name_overrides_the_default(
+    monkeypatch: pytest.MonkeyPatch, make_cfg: Callable[..., Config]
+) -> None:
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "theirs")
+    assert make_cfg().tracking.experiment == "theirs"
+    assert make_cfg("tracking=server").tracking.experiment == "theirs"
+    assert make_cfg("tracking.experiment=mine").tracking.experiment == "mine"
+
+
 def test_a_relative_sqlite_path_is_made_absolute(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -286,21 +286,30 @@ def test_interrupt_ends_the_run_killed_with_history_and_weights(
     print(f"\n{sig.name}: stopped {seconds:.2f} s after the signal, {n} epochs kept")
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
-def test_interrupted_sweep_closes_its_parent_and_children(tmp_path: Path, how: str) -> None:
-    """Ctrl-C on a parallel sweep (SIGINT to the whole process group, as a terminal sends
-    it), SIGTERM to the launching process alone (as a batch scheduler sends it), or SIGKILL
-    (the out-of-memory killer): no run is left RUNNING."""
+@pytest.mark.parametrize(
+    ("how", "launcher"),
+    [("ctrl-c", "joblib"), ("sigterm", "joblib"), ("sigkill", "joblib"), ("ctrl-c", "basic")],
+)
+def test_interrupted_sweep_closes_its_parent_and_children(
+    tmp_path: Path, how: str, launcher: str
+) -> None:
+    """Ctrl-C on a sweep (SIGINT to the whole process group, as a terminal sends it),
+    SIGTERM to the launching process alone (as a batch scheduler sends it), or SIGKILL
+    (the out-of-memory killer): no run is left RUNNING, no job starts after it (the basic
+    launcher runs them one after the other), every child keeps its inputs (joblib kills its
+    workers on Ctrl-C: they were logged when the run started), and the sweep process, when
+    it lives on, closes its parent itself with the report of the children there are."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep_dir = tmp_path / "sweep"
+    started = 2 if launcher == "joblib" else 1
     proc = subprocess.Popen(
         [
             sys.executable,
             "pipelines/run.py",
             "-m",
             "+sweep=base",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
+            f"hydra/launcher={launcher}",
+            *(["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []),
             *LONG_RUN,
             "seed=0,1",
             f"tracking.uri={uri}",
@@ -317,7 +326,7 @@ def test_interrupted_sweep_closes_its_parent_and_children(tmp_path: Path, how: s
     )
     try:
         t0 = time.monotonic()
-        while len(list(sweep_dir.glob("*/config.yaml"))) < 2:
+        while len(list(sweep_dir.glob("*/config.yaml"))) < started:
             if proc.poll() is not None or time.monotonic() - t0 > 240:
                 pytest.fail(f"the jobs did not start: {proc.communicate()[1][-3000:]}")
             time.sleep(0.1)
@@ -346,12 +355,22 @@ def test_interrupted_sweep_closes_its_parent_and_children(tmp_path: Path, how: s
         time.sleep(0.5)
     parents = [r for r in runs if r.data.tags.get("mlplab_role") == "sweep"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 2, [r.data.tags for r in runs]
-    assert parents[0].info.status == "KILLED"
-    assert parents[0].data.tags["failure_reason"].startswith("killed")
-    assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+    assert len(parents) == 1 and len(children) == started, [r.data.tags for r in runs]
+    parent = parents[0]
+    assert parent.info.status == "KILLED"
+    assert [c.info.status for c in children] == ["KILLED"] * started
     reasons = [c.data.tags.get("failure_reason", "") for c in children]
-    assert all(r.startswith(("interrupted at epoch", "killed")) for r in reasons), reasons
+    assert all(r.startswith(("interrupted at epoch", "killed", "stopped")) for r in reasons)
+    if how == "sigkill":
+        assert parent.data.tags["failure_reason"].startswith("killed")
+        return
+    assert parent.data.tags["failure_reason"] == (
+        "stopped (Ctrl-C, SIGTERM or an error) after 0/2 jobs"
+    )
+    assert "summary.csv" in artifact_paths(client, parent.info.run_id)
+    assert f"parent run {parent.info.run_id} KILLED" in stdout
+    for child in children:
+        assert "config.yaml" in artifact_paths(client, child.info.run_id), reasons
 
 
 # -- a tracking server that dies mid-run -------------------------------------------------

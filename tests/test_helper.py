@@ -13,7 +13,7 @@ from pathlib import Path
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, artifact_paths, fresh_store, python_output, wait_for_run
+from conftest import ROOT, artifact_paths, fresh_store, python_output, wait_for_file, wait_for_run
 from mlplab.pipeline import run
 from mlplab.tracking import make_sink
 from mlplab.tracking.fallback import FOLDER_NAME
@@ -106,6 +106,8 @@ def test_a_job_killed_outright_has_its_run_closed_by_the_helper(tmp_path: Path) 
     )
     try:
         wait_for_run(tmp_path / "mlflow.db", "mlplab", proc)
+        wait_for_file(tmp_path / "out" / "data" / "test.csv", proc)  # the last input written
+        time.sleep(2)  # training: the inputs are handed to the helper as it begins
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         client = MlflowClient(uri)
@@ -119,6 +121,9 @@ def test_a_job_killed_outright_has_its_run_closed_by_the_helper(tmp_path: Path) 
         assert r.info.status == "KILLED"
         assert r.data.tags["failure_reason"].startswith("killed")
         assert r.data.params["train.epochs"] == "100000000"  # logged before the kill
+        # and its inputs: the run can be rerun, its config and data read
+        inputs = {"config.yaml", "weights/initial.npz", "environment.json", "data/train.csv"}
+        assert inputs <= artifact_paths(client, r.info.run_id)
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -283,12 +283,15 @@ def test_an_interrupted_population_ends_killed_with_partial_histories(tmp_path: 
     assert "Traceback" not in stderr, stderr[-3000:]
     client = MlflowClient(uri)
     deadline = time.monotonic() + 60
-    while True:  # the tracking helper closes the parent once the sweep process is gone
+    while True:  # the sweep closes its parent as it exits (else the tracking helper)
         parent, children = _children(uri)
         if parent.info.status != "RUNNING" or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert parent.info.status == "KILLED"
+    reason = "stopped (Ctrl-C, SIGTERM or an error) after 0/3 jobs"
+    assert parent.data.tags["failure_reason"] == reason  # by the sweep, with its report:
+    assert f"3 not finished -> parent run {parent.info.run_id} KILLED" in stdout, stdout
     assert len(children) == 3
     for child in children:
         assert child.info.status == "KILLED", (child.data.tags, stderr[-2000:])

@@ -146,6 +146,7 @@ def test_a_changed_config_differs(
     runs = new_runs(source["client"], child.info.run_id)
     changed = [r for r in runs if r.data.params["optimizer.lr"] == "0.123"]
     assert len(changed) == 1 and changed[0].info.status == "FINISHED"
+    assert changed[0].info.run_name == f"rerun of {child.info.run_name} with optimizer.lr=0.123"
 
 
 def test_the_run_is_found_in_the_store_the_overrides_name(
@@ -211,6 +212,23 @@ def test_a_source_store_that_is_not_there_is_named_at_once(
     assert not missing.exists()
 
 
+def test_a_run_that_ended_before_its_files_were_stored_says_so(
+    rerun_module: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run refused, or killed before its inputs reached the store, has no config.yaml:
+    the message gives its status and reason (not a store moved)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("x"), tags={"failure_reason": "killed: x"})
+    client.set_terminated(run.info.run_id, "KILLED")
+    assert rerun_module.main([run.info.run_id, "--source-uri", uri]) == 2
+    err = capsys.readouterr().err  # after MLflow's log lines of the store it created
+    assert err.endswith(
+        f"error: run '{run.info.run_id}' has no config.yaml artifact: it cannot be rerun (it "
+        "ended KILLED, killed: x, before its files reached the store)\n"
+    )
+
+
 def test_a_sweep_parent_points_at_its_children(
     source: dict[str, Any], rerun_module: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -261,6 +279,17 @@ def test_a_changed_input_file_is_named_in_the_differ(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_id = proc.stdout.split()[1].rstrip(":")
+    # a test row's target edited: the same training (MATCH), said around it
+    row = pd.read_csv(tmp_path / "run" / "data" / "test.csv").iloc[0]  # x standardised
+    (i,) = np.flatnonzero(x.sum(1) == row["y1"])
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "t": x.sum(1)})
+    frame.loc[i, "t"] += 3.0
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    code = rerun_module.main([run_id, "--source-uri", uri, "--out", str(tmp_path / "match")])
+    out = capsys.readouterr().out
+    assert code == 0 and "MATCH" in out, out
+    note = ": other numbers (the data file changed since?)"
+    assert f"  (differs, without effect) data/test.csv{note}" in out.splitlines(), out
     weights = load_weights(tmp_path / "w.npz")
     weights[1][2, 0] += 0.25
     save_weights(tmp_path / "w.npz", weights)
@@ -273,7 +302,6 @@ def test_a_changed_input_file_is_named_in_the_differ(
     assert code == 1 and "DIFFER" in out, out
     assert "  initial weights W0: max |Δw| = 0\n  initial weights W1: max |Δw| = 0.25\n" in out
     changed = [line for line in out.splitlines() if line.startswith("  data/")]
-    note = ": other numbers (the data file changed since?)"
     assert changed and set(changed) <= {f"  data/{split}.csv{note}" for split in ("train", "test")}
 
 

@@ -192,27 +192,50 @@ def test_same_weights_alone_sequential_and_parallel(
         (["+sweep=smoke", "optimizer.lr=-1"], "optimizer.lr=-1.0 is not allowed"),
         (["+sweep=smoke", "optimizer=sgd,adamw"], "optimizer=adamw is not an option: optimizer"),
         (["+sweep=smoke,nosuch"], "sweep=nosuch is not an option: sweep has base, default"),
-        (["+sweep=base", "optimizer.nesterov=true", "optimizer.momentum=0,0.9"], None),
+        (
+            ["+sweep=smoke", "data=csv", "data.path=BAD_CSV"],
+            "data.path='BAD_CSV': column 'b' is not",
+        ),
+        (["+sweep=base", "optimizer.lr=interval(0.1,1)"], "optimizer.lr=interval(0.1,1): inter"),
+        (["+sweep=base", "seed=range(0,4,0)"], "seed=range(0,4,0): range() arg 3 must not be"),
+        (["+sweep=base", "seed=range(4,0)"], "seed=range(4,0): sweeps no value"),
+        (
+            [
+                "+sweep=base",
+                "optimizer.nesterov=true",
+                "optimizer.momentum=0,0.9",
+                "hydra.sweep.subdir=job${hydra.job.num}",  # unresolved until each job's
+            ],
+            None,
+        ),
     ],
-    ids=["every-job", "every-job-of-a-group-sweep", "unknown-option", "unknown-sweep", "one-job"],
+    ids=[
+        *("every-job", "every-job-of-a-group-sweep", "unknown-option", "unknown-sweep"),
+        *("a-bad-data-file", "interval", "range-step-0", "empty-range", "one-job"),
+    ],
 )
 def test_a_bad_value_every_job_has_refuses_the_sweep_before_any_run(
     tmp_path: Path, overrides: list[str], refused: str | None
 ) -> None:
-    """A bad value on the command line that no swept value replaces, or a swept option that
-    does not exist: one message, exit 2, no store and no run (SPEC §8). When a swept value
-    makes a job valid, the sweep runs and the refused jobs are FAILED children."""
-    proc, uri = sweep(tmp_path, *overrides)
+    """A bad value on the command line that no swept value replaces (in the config or in a
+    file it reads), a swept option that does not exist, or a sweep that names no jobs: one
+    message, exit 2, no store and no run (SPEC §8). When a swept value makes a job valid,
+    the sweep runs and the refused jobs are FAILED children."""
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("a,b,y\n1,2,3\n4,x,6\n7,8,9\n1,1,1\n2,2,2\n")
+    proc, uri = sweep(tmp_path, *(o.replace("BAD_CSV", str(bad_csv)) for o in overrides))
     output = proc.stdout + proc.stderr
     if refused:
         assert proc.returncode == 2, output[-3000:]
-        assert f"error: {refused}" in proc.stderr and "Traceback" not in output
+        message = f"error: {refused.replace('BAD_CSV', str(bad_csv))}"
+        assert message in proc.stderr and "Traceback" not in output, output[-3000:]
         assert not (tmp_path / "mlflow.db").exists()
     else:
         assert proc.returncode == 1, output[-3000:]
         _, parent, children, _ = runs_of(uri)
         statuses = {c.data.params["optimizer.momentum"]: c.info.status for c in children}
         assert parent.info.status == "FAILED" and statuses == {"0.0": "FAILED", "0.9": "FINISHED"}
+        assert (tmp_path / "multirun" / "job1" / "config.yaml").is_file()
 
 
 def test_a_swept_value_of_the_wrong_kind_refuses_the_sweep_before_any_run(

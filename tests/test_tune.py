@@ -77,6 +77,7 @@ def test_parallel_study_logs_children_and_resumes(tmp_path: Path) -> None:
     assert parent.info.status == "FINISHED"
     tags = parent.data.tags
     assert tags["mlflow.source.name"] == "pipelines/tune.py"
+    assert tags["tune_overrides"].endswith(" ".join(RUN_OVERRIDES))  # what every trial ran with
     best = study.best_trial
     assert tags["best_trial"] == str(best.number)
     assert json.loads(tags["best_params"]) == best.params
@@ -120,11 +121,21 @@ def test_parallel_study_logs_children_and_resumes(tmp_path: Path) -> None:
     assert client.get_run(parent_id).info.status == "FINISHED"
 
 
-def test_a_bad_override_is_refused_before_any_trial(tmp_path: Path) -> None:
-    proc = tune(tmp_path, "tune.n_trials=2", "model.activation=nope")
+@pytest.mark.parametrize("bad", ["value", "data-file"])
+def test_a_bad_override_is_refused_before_any_trial(tmp_path: Path, bad: str) -> None:
+    """A bad value, or a data file that every trial would refuse: before the study exists
+    (its failed trials would count against n_trials for good)."""
+    csv = tmp_path / "nan.csv"
+    csv.write_text("a,b,y\n1,2,3\n4,,6\n7,8,9\n1,1,1\n2,2,2\n")
+    args = ["model.activation=nope"] if bad == "value" else ["data=csv", f"data.path={csv}"]
+    proc = tune(tmp_path, "tune.n_trials=2", *args)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: model.activation: Invalid value 'nope', expected one of [")
+    assert last.startswith(
+        "error: model.activation: Invalid value 'nope', expected one of ["
+        if bad == "value"
+        else f"error: data.path='{csv}': column 'b' has a missing value (NaN) at row 3"
+    )
     assert not (tmp_path / "optuna.journal").exists()
 
 

@@ -73,6 +73,8 @@ def run_job(cfg: DictConfig) -> RunOutcome | None:
         code = outcome_status(outcome)
         if code:
             raise JobExit(code)
+    elif outcome.status == "KILLED":  # Ctrl-C or SIGTERM stops the sweep, not just this job
+        raise KeyboardInterrupt("the sweep was interrupted")
     return outcome
 
 

@@ -288,7 +288,14 @@ def value_error(overrides: Iterable[Override], cfg: DictConfig | None = None) ->
     for o in overrides:
         if o.is_hydra_override() or (o.is_sweep_override() and not o.is_discrete_sweep()):
             continue
-        values = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_string()]
+        try:
+            values = (
+                list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_string()]
+            )
+        except ValueError as exc:  # range(0,4,0)
+            return UserError(f"{o.input_line}: {exc}")
+        if not values:  # range(4,0)
+            return UserError(f"{o.input_line}: sweeps no value; a sweep needs at least one")
         for value in values:
             item = OVERRIDES.parse_overrides([f"{o.get_key_element()}={value}"])
             try:

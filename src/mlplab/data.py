@@ -141,10 +141,18 @@ def regression(cfg: DataParams, rng: np.random.Generator) -> Generated:
     return X, Y, _names("x", cfg.n_features), _names("y", cfg.n_outputs)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _columns(cfg: DataParams, path: Path, columns: list[str]) -> tuple[list[str], list[str]]:
     """The feature and target columns of a CSV file whose header pandas read as ``columns``."""
     with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        header = next(csv.reader(f), [])  # as written: pandas renames a repeated name a.1
+        header = [c.strip() for c in next(csv.reader(f), [])]  # pandas renames a repeat a.1
     if len(set(header)) != len(header):
         raise DataError(f"data.path={str(path)!r}: duplicate column names {header}")
     for key, given in (("data.targets", cfg.targets), ("data.features", cfg.features)):
@@ -191,7 +199,12 @@ def read_csv(cfg: DataParams) -> Generated:
         raise DataError(f"data.path={str(path)!r}: cannot be read as CSV ({reason})") from None
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise DataError(f"data.path={str(path)!r}: the file has no data rows")
-    columns = [str(c) for c in frame.columns]
+    columns = [str(c).strip() for c in frame.columns]  # "a, b, y" names b, not " b"
+    if all(_is_number(c) for c in columns):
+        raise DataError(
+            f"data.path={str(path)!r}: its first row is numbers ({', '.join(columns)}), not "
+            "the header row of column names it needs"
+        )
     frame.columns = pd.Index(columns)
     features, targets = _columns(cfg, path, columns)
     numeric_cols = features if cfg.task == "classification" else features + targets

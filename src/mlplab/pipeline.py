@@ -302,8 +302,8 @@ def clear_previous_run(job: Job) -> None:
 
 
 def write_inputs(job: Job) -> None:
-    """``config.yaml``, ``overrides.yaml``, ``weights/initial.npz``, ``environment.json`` and
-    the trace (the folder first cleared of an earlier run's files)."""
+    """``config.yaml``, ``overrides.yaml``, ``weights/initial.npz``, ``environment.json``, the
+    data CSVs and the trace (the folder first cleared of an earlier run's files)."""
     out, cfg = job.out_dir, job.cfg
     clear_previous_run(job)
     out.mkdir(parents=True, exist_ok=True)
@@ -312,6 +312,7 @@ def write_inputs(job: Job) -> None:
     (out / "overrides.yaml").write_text(lines or "[]\n")
     save_weights(out / "weights" / "initial.npz", job.initial)
     (out / "environment.json").write_text(json.dumps(environment_record(), indent=1))
+    write_data_csv(job.data, out, cfg.tracking.data_max_rows)  # what it trains on: any run
     if cfg.trace.enabled:
         X, T = first_batch(cfg, job.data, job.shuffle_rng)
         write_trace(build_trace(cfg, job.initial, X, T), out / "trace", cfg.trace.max_rows)
@@ -648,7 +649,6 @@ def record(
     save_weights(out / "weights" / "final.npz", result.weights)
     sha = weights_sha256(result.weights)
     metrics = {**metrics, "epochs_run": float(result.epochs_run), "train_seconds": result.seconds}
-    write_data_csv(job.data, out, cfg.tracking.data_max_rows)  # what it trained on: any run
     figures = None
     if killed is None:  # a diverged run is drawn too (its RMSE curve says how), not evaluated
         if result.failure is None:
@@ -896,10 +896,12 @@ def run_group(
 
 def _before_training(job: Job, rec: Recorder) -> dict[str, float]:
     """The inputs written and logged, the gradients checked (a failed check ends the run
-    FAILED)."""
+    FAILED). The input files go to the run now: one killed outright (SIGKILL, a launcher
+    that kills its workers on Ctrl-C) keeps its config and can be rerun."""
     try:
         write_inputs(job)
         rec.log_inputs(data_splits(job))
+        rec.log_artifacts(job.out_dir)
         return check_gradients(job, rec)
     except Exception as exc:
         log.exception("preparing %s failed", job.out_dir)

@@ -12,13 +12,16 @@ migrate a fresh SQLite schema or to create the experiment.
 (``summary.csv``, ``plots/sweep_rmse.png``, ``plots/sweep_params.png``, the best child's id
 and metrics), prints the table and closes the parent: FINISHED when every planned job
 finished, FAILED otherwise (the command then exits 1). Hydra skips ``on_multirun_end`` when
-the sweeper raises, on Ctrl-C, and the process may be killed outright: the parent is
-guarded by the tracking helper (:class:`~mlplab.tracking.Guard`), which closes it KILLED,
-with its RUNNING children, once this process is gone. A parent is never left RUNNING.
+the sweep stops early (Ctrl-C, SIGTERM, a launcher that raised): the callback then writes
+the report of the children there are and closes the parent KILLED as the process exits.
+The process may also be killed outright: the parent is guarded by the tracking helper
+(:class:`~mlplab.tracking.Guard`), which closes it KILLED, with its RUNNING children, once
+this process is gone. A parent is never left RUNNING.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import json
@@ -48,7 +51,6 @@ from mlplab.config import (
     choice_error,
     recorded_config,
     user_overrides,
-    validate,
     value_error,
 )
 from mlplab.errors import JobExit, UserError, say_error
@@ -202,9 +204,14 @@ def job_overrides(config: DictConfig) -> list[list[str]] | None:
     return _jobs(config, _sweep_overrides(config))
 
 
+def _basic_sweeper(config: DictConfig) -> bool:
+    """The multirun's sweeper is Hydra's basic one (the jobs are the product of the values)."""
+    return str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper")
+
+
 def _jobs(config: DictConfig, parsed: list[Override] | None) -> list[list[str]] | None:
     """:func:`job_overrides` from the sweep's overrides, parsed."""
-    if parsed is None or not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+    if parsed is None or not _basic_sweeper(config):
         return None
     try:
         return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
@@ -215,7 +222,8 @@ def _jobs(config: DictConfig, parsed: list[Override] | None) -> list[list[str]] 
 def refuse_bad_values(config: DictConfig) -> None:
     """Refuse the sweep before any run when every job of it would be refused: a swept
     config-group option that does not exist (one line, with the options), or a bad value on the
-    command line that no swept value replaces (its one message, as a run's).
+    command line that no swept value replaces, in the config or in a file it reads (CSV
+    data, initial weights: its one message, as a run's).
 
     The sweep's own config (none of the swept values) is checked first; only when it is
     refused are the jobs checked, each derived by its swept values from the sweep's config
@@ -227,6 +235,13 @@ def refuse_bad_values(config: DictConfig) -> None:
     )
     parsed = _sweep_overrides(config)
     swept = [o for o in parsed or [] if o.is_sweep_override()]
+    if _basic_sweeper(config):  # it runs lists of jobs
+        for o in swept:
+            if o.is_interval_sweep():
+                raise UserError(
+                    f"{o.input_line}: interval() is a range to search (make tune, tune.space), "
+                    "not jobs to run: give values (a,b), range(...) or choice(...)"
+                )
     groups = set(config.hydra.runtime.choices)  # and the groups only the jobs choose (+sweep=)
     if loader is not None:
         options = {o.key_or_group: loader.get_group_options(o.key_or_group) for o in swept}
@@ -239,7 +254,7 @@ def refuse_bad_values(config: DictConfig) -> None:
     if bad is not None:
         raise bad
     try:
-        validate(configure(base))
+        prepare(configure(base), Path("."))  # the config, and the data and weight files it reads
         return
     except UserError as exc:
         refusal = exc
@@ -260,7 +275,7 @@ def refuse_bad_values(config: DictConfig) -> None:
             job = copy.deepcopy(bases[chosen])
             values = [o for o in parsed if o.key_or_group not in groups]
             ConfigLoaderImpl._apply_overrides_to_config(values, job)
-            validate(configure(job))
+            prepare(configure(job), Path("."))
             return  # a job that runs: the others are refused one by one, as FAILED children
         except Exception:
             continue
@@ -277,20 +292,25 @@ def _without_hydra(config: DictConfig) -> DictConfig:
 
 # -- the children and the report -------------------------------------------------------------
 def collect_children(
-    store: RunStore, parent_id: str, close_orphans: bool = True
+    store: RunStore, parent_id: str, close_orphans: bool = True, orphans: str = "FAILED"
 ) -> list[ChildRecord]:
     """The report's view of the children: overrides, final metrics, RMSE history.
 
-    With ``close_orphans`` a child still RUNNING (its job is over: a worker died) is
-    marked FAILED, so that no run is left RUNNING.
+    With ``close_orphans`` a child still RUNNING (its job is over: a worker died, or was
+    killed by its launcher on Ctrl-C) is closed with the status ``orphans``, so that no run
+    is left RUNNING.
     """
     records = []
     for run in store.children(parent_id):
         status, reason = run.status, run.tags.get("failure_reason", "")
         if status == "RUNNING" and close_orphans:
-            reason = reason or "the job ended without closing its run (its worker died?)"
-            if store.close_if_running(run.run_id, "FAILED", reason):
-                status = "FAILED"
+            reason = reason or (
+                "stopped with the sweep before its job closed it"
+                if orphans == "KILLED"
+                else "the job ended without closing its run (its worker died?)"
+            )
+            if store.close_if_running(run.run_id, orphans, reason):
+                status = orphans
         points = store.history(run.run_id, "train_rmse")
         loaded = json.loads(run.tags.get(OVERRIDES_TAG, "[]"))
         overrides = [str(x) for x in loaded] if isinstance(loaded, list) else []
@@ -420,6 +440,8 @@ class MlflowSweepCallback(Callback):
         try:
             refuse_bad_values(config)
             self._start(config)
+            if self.parent is not None:  # closed here if on_multirun_end never comes
+                atexit.register(self._close_stopped, config)
         except UserError as exc:
             say_error(str(exc))
             raise JobExit(exc.exit_code) from None
@@ -488,7 +510,10 @@ class MlflowSweepCallback(Callback):
         entry_point = str(Path(sys.argv[0]).resolve())
         env_set.append(hydra_override(f"+hydra.job.env_set.{ENTRY_POINT_ENV}", entry_point))
         with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
-            config.hydra.overrides.hydra = [*config.hydra.overrides.hydra, *env_set]
+            # unresolved: an override such as hydra.sweep.subdir=${hydra.job.num} is text here
+            ours = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)
+            assert isinstance(ours, list)
+            config.hydra.overrides.hydra = [*ours, *env_set]
         print(
             f"sweep {self.name}: parent run {self.parent.run_id} in experiment "
             f"{tracking.experiment!r} ({tracking.uri}), {jobs if jobs is not None else '?'} jobs",
@@ -498,6 +523,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Report on the parent, print the table, close the parent FINISHED or FAILED (KILLED
         when Ctrl-C or SIGTERM cuts the report short)."""
+        atexit.unregister(self._close_stopped)
         if self.parent is None:
             return
         status, reason = "FAILED", ""
@@ -517,12 +543,31 @@ class MlflowSweepCallback(Callback):
         if status != "FINISHED":
             raise JobExit(1)
 
-    def _finish(self, config: DictConfig, parent: Parent) -> str:
-        children = collect_children(parent.store, parent.run_id)
+    def _close_stopped(self, config: DictConfig) -> None:
+        """At exit, when the sweep stopped before its end (Ctrl-C, SIGTERM, a launcher that
+        raised: Hydra skips ``on_multirun_end``): the report of the children there are, and
+        the parent KILLED. A second interrupt leaves the parent to its guard."""
+        parent, self.parent = self.parent, None
+        if parent is None:
+            return
+        try:
+            self._finish(config, parent, stopped=True)
+        except BaseException:  # a second interrupt: the guard closes the parent
+            log.warning("the stopped sweep's report was not written", exc_info=True)
+        with contextlib.suppress(BaseException):
+            parent.close("KILLED")
+
+    def _finish(self, config: DictConfig, parent: Parent, stopped: bool = False) -> str:
+        children = collect_children(
+            parent.store, parent.run_id, orphans="KILLED" if stopped else "FAILED"
+        )
         finished = sum(c.status == "FINISHED" for c in children)
         expected = self.jobs if self.jobs is not None else len(children)
         ok = finished == len(children) >= max(expected, 1)
-        status = "FINISHED" if ok else "FAILED"
+        status = "KILLED" if stopped else "FINISHED" if ok else "FAILED"
+        if stopped:
+            reason = f"stopped (Ctrl-C, SIGTERM or an error) after {finished}/{expected} jobs"
+            parent.store.set_tags(parent.run_id, {"failure_reason": reason})
         if not self.report:
             return status
         out_dir = Path(str(config.hydra.sweep.dir)) / "report"
@@ -530,7 +575,7 @@ class MlflowSweepCallback(Callback):
         rows, best, reps = publish_report(
             parent.store, parent.run_id, children, self.keys, out_dir, title
         )
-        if best is not None and self.register:
+        if best is not None and self.register and not stopped:
             chosen_by = {
                 "sweep": self.name,
                 "sweep_parent_run_id": parent.run_id,
@@ -544,12 +589,13 @@ class MlflowSweepCallback(Callback):
                 flush=True,
             )
         missing = max(0, expected - len(children))
-        if missing:
+        if missing and not stopped:
             reason = f"{missing} of {expected} jobs left no run"
             parent.store.set_tags(parent.run_id, {"failure_reason": reason})
+        others = len(children) - finished
         header = (
             f"\nsweep {self.name}: {finished}/{expected} jobs finished"
-            + (f", {len(children) - finished} failed" if len(children) > finished else "")
+            + (f", {others} {'not finished' if stopped else 'failed'}" if others else "")
             + (f", {missing} left no run" if missing else "")
             + f" -> parent run {parent.run_id} {status}; report in {out_dir}"
         )

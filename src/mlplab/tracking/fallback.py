@@ -149,8 +149,9 @@ class FallbackSink:
 
     def log_artifacts(self, local_dir: Path) -> None:
         """Every file under ``local_dir`` at the root of the run's artifacts."""
-        self._artifacts.append((Path(local_dir), ""))
-        self._pass_on(lambda: self.inner.log_artifacts(local_dir), copy_last=True)
+        if (Path(local_dir), "") not in self._artifacts:  # the inputs first, then the rest
+            self._artifacts.append((Path(local_dir), ""))
+        self._pass_on(lambda: self.inner.log_artifacts(local_dir), copy=Path(local_dir))
 
     def log_model(self, request: ModelRequest) -> None:
         """The MLflow model under ``model/`` (built in the folder in fallback mode)."""
@@ -171,7 +172,7 @@ class FallbackSink:
 
     # -- fallback mode ---------------------------------------------------------------------
     def _pass_on(
-        self, action: Callable[[], None], copy_last: bool = False, write_model: bool = False
+        self, action: Callable[[], None], copy: Path | None = None, write_model: bool = False
     ) -> None:
         if not self.active:
             t0 = time.perf_counter()
@@ -182,8 +183,8 @@ class FallbackSink:
                 self._lost(t0)
                 self._activate(exc)
                 return
-        if copy_last:
-            self._copy(*self._artifacts[-1])
+        if copy is not None:
+            self._copy(copy, "")
         if write_model:
             self._write_model()
         self._write_manifest()

@@ -125,7 +125,9 @@ def run_study(
     stale = fail_stale_trials(study, store)
     if stale:
         print(f"{stale} trial(s) of an interrupted session will be run again", flush=True)
-    parent = open_parent(study, settings, specs, uri, base.tracking.experiment) if uri else None
+    parent = (
+        open_parent(study, settings, specs, uri, base.tracking.experiment, fixed) if uri else None
+    )
     job = WorkerJob(
         settings,
         fixed,

@@ -59,8 +59,10 @@ def open_parent(
     specs: Sequence[ParamSpec],
     uri: str,
     experiment: str,
+    overrides: Sequence[str],
 ) -> Parent:
-    """The study's parent run: the one of an earlier session (reopened), else a new one."""
+    """The study's parent run: the one of an earlier session (reopened), else a new one
+    (``overrides``: those every trial runs with, the study's then the command line's)."""
     previous = study.user_attrs.get("mlflow_parent_run_id")
     if previous and study.user_attrs.get("mlflow_tracking_uri") == uri:
         parent = reopen_parent(uri, str(previous))
@@ -72,7 +74,7 @@ def open_parent(
         "mlplab_role": "tune",
         "sweep_keys": ",".join(s.key for s in specs),
         "tune_space": json.dumps(settings.space),
-        "tune_overrides": " ".join(settings.overrides),
+        "tune_overrides": " ".join(overrides),
         "mlflow.note.content": (
             f"Optuna study `{settings.study_name}`: {settings.direction} "
             f"{settings.metric or 'test RMSE (validation RMSE if any)'} over {keys}. "
