@@ -91,7 +91,11 @@ def fetch_run(uri: str, run_id: str) -> tuple[RunInfo, str]:
         )
     if text is None:
         reason = run.tags.get("failure_reason") or "no reason given"
-        why = f" (it ended {run.status}, {reason}, before its files reached the store)"
+        why = (
+            " (it is RUNNING and has not stored its files yet)"
+            if run.status == "RUNNING"
+            else f" (it ended {run.status}, {reason}, before its files reached the store)"
+        )
         raise RerunError(
             f"run {run_id!r} has no config.yaml artifact: it cannot be rerun"
             + (moved(run) if run.status == "FINISHED" else why)
@@ -208,21 +212,21 @@ def explain(source: str, original: RunInfo, cfg: Config, outcome: RunOutcome) ->
         if weights is not None and rerun_weights.is_file():
             lines += weight_differences(load_weights(weights), load_weights(rerun_weights))
         history = store.download(original.run_id, "history/train_rmse.npy", Path(tmp))
-        before = (
-            np.load(history)
-            if history
-            else np.asarray(store.history(original.run_id, "train_rmse"))
-        )
+        # without the file (a run killed outright), the points MLflow kept (maybe thinned)
+        points = [] if history else store.history(original.run_id, "train_rmse")
+        before = np.load(history) if history else np.array([v for _, v in points])
+        steps = None if history else [s for s, _ in points]
     trained = outcome.out_dir / "history" / "train_rmse.npy"
     if not trained.is_file():  # refused or failed before training (a gradient check)
         return [*lines, f"train_rmse: the rerun did not train ({outcome.failure})"]
     after = np.load(trained)
-    epoch = history_departure(before, after)
+    epoch = history_departure(before, after, steps)
     if epoch is None:
         return [*lines, "train_rmse: the same at every epoch"]
+    known = steps[-1] if steps else len(before)
     return [
         *lines,
-        f"train_rmse departs at epoch {epoch} ({len(before)} recorded, {len(after)} now)",
+        f"train_rmse departs at epoch {epoch} ({known} recorded, {len(after)} now)",
     ]
 
 

@@ -87,3 +87,9 @@ def test_history_departure_is_the_first_epoch_that_differs() -> None:
     assert history_departure(h, h[:3]) == 4
     assert history_departure(h[:2], h) == 3
     assert history_departure(h[:0], h[:0]) is None
+    # the points MLflow kept of a thinned history (epochs 1, 3, 4): epoch 2 is not compared
+    kept, steps = h[[0, 2, 3]], [1, 3, 4]
+    assert history_departure(kept, np.array([0.5, 9.0, 0.3, 0.2]), steps) is None
+    assert history_departure(kept, np.array([0.5, 0.4, 0.3, 0.1]), steps) == 4
+    assert history_departure(kept, h[:3], steps) == 4
+    assert history_departure(kept[:2], h, steps[:2]) == 4

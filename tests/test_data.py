@@ -167,7 +167,7 @@ def test_csv_errors_past_the_columns(tmp_path):
     assert refusal("a,y\n1,2\n3,x\n") == "data.path=<file>: column 'y' is not numeric (row 3: 'x')"
     assert refusal("1,2,3\n4,5,6\n") == (
         "data.path=<file>: its first row is numbers (1, 2, 3), not the header row of column "
-        "names it needs"
+        "names it needs (or name its columns: data.targets=...)"
     )
     cls = {"task": "classification"}
     assert refusal("a,b,c\n1,2,3\n", targets=["b", "c"], **cls) == (

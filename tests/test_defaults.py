@@ -57,6 +57,8 @@ def test_mlflow_experiment_name_overrides_the_default(
     assert make_cfg().tracking.experiment == "theirs"
     assert make_cfg("tracking=server").tracking.experiment == "theirs"
     assert make_cfg("tracking.experiment=mine").tracking.experiment == "mine"
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "")  # empty: unset, as MLflow reads it
+    assert make_cfg().tracking.experiment == "mlplab"
 
 
 def test_a_relative_sqlite_path_is_made_absolute(

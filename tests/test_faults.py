@@ -288,7 +288,10 @@ def test_interrupt_ends_the_run_killed_with_history_and_weights(
 
 @pytest.mark.parametrize(
     ("how", "launcher"),
-    [("ctrl-c", "joblib"), ("sigterm", "joblib"), ("sigkill", "joblib"), ("ctrl-c", "basic")],
+    [
+        *(("ctrl-c", "joblib"), ("sigterm", "joblib"), ("sigkill", "joblib")),
+        *(("ctrl-c", "basic"), ("sigterm-a-worker", "joblib")),
+    ],
 )
 def test_interrupted_sweep_closes_its_parent_and_children(
     tmp_path: Path, how: str, launcher: str
@@ -331,7 +334,12 @@ def test_interrupted_sweep_closes_its_parent_and_children(
                 pytest.fail(f"the jobs did not start: {proc.communicate()[1][-3000:]}")
             time.sleep(0.1)
         time.sleep(3)
-        if how == "ctrl-c":
+        if how == "sigterm-a-worker":  # stops its job only: the sweep goes on, until Ctrl-C
+            os.kill(_loky_worker(proc.pid), signal.SIGTERM)
+            _wait_for_a_killed_run(uri, proc)
+            time.sleep(2)
+            assert proc.poll() is None, "the sweep stopped with the job its worker ran"
+        if how in ("ctrl-c", "sigterm-a-worker"):
             os.killpg(proc.pid, signal.SIGINT)
         else:
             os.kill(proc.pid, signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
@@ -371,6 +379,25 @@ def test_interrupted_sweep_closes_its_parent_and_children(
     assert f"parent run {parent.info.run_id} KILLED" in stdout
     for child in children:
         assert "config.yaml" in artifact_paths(client, child.info.run_id), reasons
+
+
+def _loky_worker(session: int) -> int:
+    """A joblib (loky) worker process of the sweep started in session ``session``."""
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(entry.name)
+            command = (entry / "cmdline").read_bytes()
+            if os.getsid(pid) == session and b"popen_loky" in command:  # not its tracker
+                return pid
+    raise AssertionError("no loky worker")
+
+
+def _wait_for_a_killed_run(uri: str, proc: subprocess.Popen) -> None:
+    client, t0 = MlflowClient(uri), time.monotonic()
+    exp = client.get_experiment_by_name("interrupted")
+    while not client.search_runs([exp.experiment_id], "attributes.status = 'KILLED'"):
+        assert proc.poll() is None and time.monotonic() - t0 < 120, "no job ended KILLED"
+        time.sleep(0.2)
 
 
 # -- a tracking server that dies mid-run -------------------------------------------------

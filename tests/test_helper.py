@@ -13,7 +13,15 @@ from pathlib import Path
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, artifact_paths, fresh_store, python_output, wait_for_file, wait_for_run
+from conftest import (
+    ROOT,
+    artifact_paths,
+    fresh_store,
+    python_output,
+    run_cli,
+    wait_for_file,
+    wait_for_run,
+)
 from mlplab.pipeline import run
 from mlplab.tracking import make_sink
 from mlplab.tracking.fallback import FOLDER_NAME
@@ -124,6 +132,13 @@ def test_a_job_killed_outright_has_its_run_closed_by_the_helper(tmp_path: Path) 
         # and its inputs: the run can be rerun, its config and data read
         inputs = {"config.yaml", "weights/initial.npz", "environment.json", "data/train.csv"}
         assert inputs <= artifact_paths(client, r.info.run_id)
+        again = run_cli(
+            r.info.run_id, "train.epochs=30", "--source-uri", uri, "--out", str(tmp_path / "re"),
+            script="pipelines/rerun.py",
+        )  # fmt: skip
+        assert again.returncode == 1 and "Traceback" not in again.stderr, again.stderr[-3000:]
+        assert "DIFFER: original weights sha256 (none recorded)" in again.stdout, again.stdout
+        assert "train_rmse departs at epoch " in again.stdout  # from the points MLflow kept
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -196,6 +196,10 @@ def test_same_weights_alone_sequential_and_parallel(
             ["+sweep=smoke", "data=csv", "data.path=BAD_CSV"],
             "data.path='BAD_CSV': column 'b' is not",
         ),
+        (
+            ["data=csv", "data.path=BAD_CSV,/nonexistent.csv"],
+            "data.path='BAD_CSV': column 'b' is not",
+        ),
         (["+sweep=base", "optimizer.lr=interval(0.1,1)"], "optimizer.lr=interval(0.1,1): inter"),
         (["+sweep=base", "seed=range(0,4,0)"], "seed=range(0,4,0): range() arg 3 must not be"),
         (["+sweep=base", "seed=range(4,0)"], "seed=range(4,0): sweeps no value"),
@@ -211,7 +215,14 @@ def test_same_weights_alone_sequential_and_parallel(
     ],
     ids=[
         *("every-job", "every-job-of-a-group-sweep", "unknown-option", "unknown-sweep"),
-        *("a-bad-data-file", "interval", "range-step-0", "empty-range", "one-job"),
+        *(
+            "a-bad-data-file",
+            "bad-files-swept",
+            "interval",
+            "range-step-0",
+            "empty-range",
+            "one-job",
+        ),
     ],
 )
 def test_a_bad_value_every_job_has_refuses_the_sweep_before_any_run(

@@ -29,6 +29,7 @@ from mlplab.config import (
     Config,
     choice_error,
     hydra_job_context,
+    in_sweep_process,
     unknown_key_hint,
     value_error,
 )
@@ -73,7 +74,7 @@ def run_job(cfg: DictConfig) -> RunOutcome | None:
         code = outcome_status(outcome)
         if code:
             raise JobExit(code)
-    elif outcome.status == "KILLED":  # Ctrl-C or SIGTERM stops the sweep, not just this job
+    elif outcome.status == "KILLED" and in_sweep_process():  # the sweep stops, not just the job
         raise KeyboardInterrupt("the sweep was interrupted")
     return outcome
 

@@ -50,10 +50,17 @@ def _same(a: Array, b: Array) -> Array:
     return (a == b) | (np.isnan(a) & np.isnan(b))
 
 
-def history_departure(recorded: Array, rerun: Array) -> int | None:
-    """The first epoch (from 1) where two train RMSE histories differ; None if they agree."""
-    n = min(len(recorded), len(rerun))
-    unequal = np.flatnonzero(~_same(np.asarray(recorded[:n]), np.asarray(rerun[:n])))
+def history_departure(
+    recorded: Array, rerun: Array, steps: Sequence[int] | Array | None = None
+) -> int | None:
+    """The first epoch (from 1) where two train RMSE histories differ; None if they agree.
+    ``steps``: the epochs of ``recorded``'s values when it does not hold them all (the points
+    MLflow kept of a long history); default 1, 2, 3, ..."""
+    recorded, rerun = np.asarray(recorded, np.float64), np.asarray(rerun, np.float64)
+    at = np.arange(1, len(recorded) + 1) if steps is None else np.asarray(steps, np.int64)
+    kept = at <= len(rerun)
+    unequal = np.flatnonzero(~_same(recorded[kept], rerun[at[kept] - 1]))
     if unequal.size:
-        return int(unequal[0]) + 1
-    return None if len(recorded) == len(rerun) else n + 1
+        return int(at[kept][unequal[0]])
+    last = int(at[-1]) if len(at) else 0
+    return None if last == len(rerun) else min(last, len(rerun)) + 1

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import os
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -214,10 +215,18 @@ def job_dir(num: int, override_dirname: str) -> str:
 
 
 def register_configs() -> None:
-    """Register the schema with Hydra's ConfigStore as ``config_schema``, and the resolver
-    ``mlplab.job_dir`` that names a sweep's job folders (conf/sweep/base.yaml)."""
+    """Register the schema with Hydra's ConfigStore as ``config_schema``, and the resolvers
+    ``mlplab.job_dir``, which names a sweep's job folders (conf/sweep/base.yaml), and
+    ``mlplab.env``, an environment variable or a default (conf/tracking/)."""
     ConfigStore.instance().store(name="config_schema", node=Config)
     OmegaConf.register_new_resolver("mlplab.job_dir", job_dir, replace=True)
+    OmegaConf.register_new_resolver("mlplab.env", env_or, replace=True)
+
+
+def env_or(name: str, default: str) -> str:
+    """``$name``, or ``default`` when it is unset or empty (as MLflow reads its variables;
+    OmegaConf's ``oc.env`` would give an empty value)."""
+    return os.environ.get(name) or default
 
 
 @functools.cache
@@ -504,6 +513,15 @@ SWEEP_ENV = {
 #: The script that launched a sweep, handed to its jobs the same way: a job run by Ray's or
 #: submitit's worker records it as its source (``mlflow.source.name``), not the worker's.
 ENTRY_POINT_ENV = "MLPLAB_ENTRY_POINT"
+#: The process id of the process that launches a multirun, in its environment (and its
+#: workers', who are other processes): a job run in it (Hydra's basic launcher) stops the
+#: sweep when it is interrupted; a job in a launcher's worker stops only itself.
+SWEEP_PROCESS_ENV = "MLPLAB_SWEEP_PROCESS"
+
+
+def in_sweep_process() -> bool:
+    """This job runs in the process that launched its multirun."""
+    return os.environ.get(SWEEP_PROCESS_ENV) == str(os.getpid())
 
 
 def override_key(item: str) -> str:

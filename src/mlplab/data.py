@@ -200,10 +200,10 @@ def read_csv(cfg: DataParams) -> Generated:
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise DataError(f"data.path={str(path)!r}: the file has no data rows")
     columns = [str(c).strip() for c in frame.columns]  # "a, b, y" names b, not " b"
-    if all(_is_number(c) for c in columns):
+    if all(_is_number(c) for c in columns) and not (cfg.features or cfg.targets):
         raise DataError(
             f"data.path={str(path)!r}: its first row is numbers ({', '.join(columns)}), not "
-            "the header row of column names it needs"
+            "the header row of column names it needs (or name its columns: data.targets=...)"
         )
     frame.columns = pd.Index(columns)
     features, targets = _columns(cfg, path, columns)

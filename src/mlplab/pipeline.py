@@ -212,6 +212,18 @@ def prepare(cfg: Config, out_dir: Path, overrides: Sequence[str] = ()) -> Job:
     return Job(cfg, Path(out_dir), list(overrides), data, sizes, initial, rngs["shuffle"])
 
 
+def check_inputs(cfg: Config, weights: bool = True) -> None:
+    """What a sweep or a study checks before any run: the config's values and the files it
+    reads: a CSV file's data, and with ``weights`` a ``model.init_file`` against the
+    network it would initialise (a :class:`~mlplab.errors.UserError` if bad). A generator's
+    data are not made: valid values give valid data, and they may be large."""
+    validate(cfg)
+    if weights and cfg.model.init == "file":
+        prepare(cfg, Path("."))  # the data too: the file's shapes depend on them
+    elif cfg.data.name == "csv":
+        generate(cfg.data, make_rngs(cfg.seed)["data"], cfg.train.dtype)
+
+
 def run_name(cfg: Config, experiment: str | None = None) -> str:
     """The run's name: ``tracking.run_name``, else the experiment and its key choices, as
     ``tutorial · sgd lr=0.5 · [2]`` (never MLflow's random name)."""

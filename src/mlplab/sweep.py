@@ -26,6 +26,7 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ from mlplab.config import (
     ENTRY_POINT_ENV,
     OVERRIDES,
     SWEEP_ENV,
+    SWEEP_PROCESS_ENV,
     TrackingConfig,
     choice_error,
     recorded_config,
@@ -54,7 +56,14 @@ from mlplab.config import (
     value_error,
 )
 from mlplab.errors import JobExit, UserError, say_error
-from mlplab.pipeline import OVERRIDES_TAG, configure, entry_point, model_request, prepare
+from mlplab.pipeline import (
+    OVERRIDES_TAG,
+    check_inputs,
+    configure,
+    entry_point,
+    model_request,
+    prepare,
+)
 from mlplab.project import git_commit
 from mlplab.report import (
     METRICS,
@@ -254,7 +263,7 @@ def refuse_bad_values(config: DictConfig) -> None:
     if bad is not None:
         raise bad
     try:
-        prepare(configure(base), Path("."))  # the config, and the data and weight files it reads
+        check_inputs(configure(base))
         return
     except UserError as exc:
         refusal = exc
@@ -263,6 +272,7 @@ def refuse_bad_values(config: DictConfig) -> None:
         return
     sweeps = {o.key_or_group for o in swept}
     bases: dict[tuple[str, ...], DictConfig] = {(): base}
+    first: UserError | None = None
     for overrides in jobs:
         parsed = [o for o in OVERRIDES.parse_overrides(overrides) if o.key_or_group in sweeps]
         chosen = tuple(str(o.input_line) for o in parsed if o.key_or_group in groups)
@@ -275,11 +285,13 @@ def refuse_bad_values(config: DictConfig) -> None:
             job = copy.deepcopy(bases[chosen])
             values = [o for o in parsed if o.key_or_group not in groups]
             ConfigLoaderImpl._apply_overrides_to_config(values, job)
-            prepare(configure(job), Path("."))
+            check_inputs(configure(job))
             return  # a job that runs: the others are refused one by one, as FAILED children
+        except UserError as exc:  # the first job's reason names a value the user gave
+            first = first or exc
         except Exception:
             continue
-    raise refusal
+    raise first or refusal
 
 
 def _without_hydra(config: DictConfig) -> DictConfig:
@@ -418,7 +430,10 @@ def print_report(
             f"best: {best['run_name']} (run {best['run_id']}), test RMSE {best['test_rmse']:.6g}"
         )
     elif rows:
-        lines.append("best: none (no job has a test RMSE: each failed, or data.test_fraction=0)")
+        lines.append(
+            "best: none (no job has a test RMSE: each failed or was stopped, "
+            "or data.test_fraction=0)"
+        )
     print("\n".join(lines), flush=True)
 
 
@@ -437,6 +452,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a bad value every job has; create store, experiment and parent run; hand
         their ids to every job."""
+        os.environ[SWEEP_PROCESS_ENV] = str(os.getpid())  # see config.in_sweep_process
         try:
             refuse_bad_values(config)
             self._start(config)
@@ -552,7 +568,9 @@ class MlflowSweepCallback(Callback):
             return
         try:
             self._finish(config, parent, stopped=True)
-        except BaseException:  # a second interrupt: the guard closes the parent
+        except KeyboardInterrupt:
+            log.warning("interrupted again: the stopped sweep's report was not written")
+        except Exception:
             log.warning("the stopped sweep's report was not written", exc_info=True)
         with contextlib.suppress(BaseException):
             parent.close("KILLED")

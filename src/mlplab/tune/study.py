@@ -61,10 +61,10 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from mlplab.config import Config, override_key, register_configs, schema_error
+from mlplab.config import Config, override_key, register_configs, schema_error, validate
 from mlplab.errors import UserError
 from mlplab.interrupts import sigterm_interrupts
-from mlplab.pipeline import RunOutcome, configure, prepare, run
+from mlplab.pipeline import RunOutcome, check_inputs, configure, run
 from mlplab.project import repo_root
 from mlplab.tracking import Sink, make_sink
 from mlplab.tracking.sink import Relay
@@ -252,8 +252,8 @@ def compose_error(exc: Exception, overrides: Sequence[str]) -> UserError:
 
 
 def check_config(overrides: Sequence[str], specs: Sequence[ParamSpec], conf: Path) -> Config:
-    """Compose and check one point of the space now (its config, data and weight files), so a
-    bad override or file fails at once, before the study and its parent run exist.
+    """Compose and check one point of the space now (its values, its data file), so a bad
+    override or file fails at once, before the study and its parent run exist.
     An override of a searched key is refused: every trial would replace it."""
     searched = {spec.key for spec in specs}
     for item in overrides:
@@ -268,7 +268,12 @@ def check_config(overrides: Sequence[str], specs: Sequence[ParamSpec], conf: Pat
             cfg = configure(compose(config_name="config", overrides=probe))
     except (HydraException, OmegaConfBaseException) as exc:
         raise compose_error(exc, probe) from None
-    prepare(cfg, Path("."))  # the config, and the data and weight files it reads
+    # a data file every trial reads, unless the search chooses it; not an init_file, whose
+    # fit depends on the topology the trial draws (trials that do not fit fail on their own)
+    if any(key.split(".")[0] == "data" for key in searched):
+        validate(cfg)
+    else:
+        check_inputs(cfg, weights=False)
     return cfg
 
 
