@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -39,6 +40,7 @@ from conftest import (
     wait_for_run,
 )
 from mlplab.config import TrackingConfig
+from mlplab.pipeline import LiveHistory, logged_steps
 from mlplab.weights import load_weights, weights_sha256
 
 pytestmark = pytest.mark.slow
@@ -170,6 +172,22 @@ def test_an_interrupt_during_a_live_history_call_sends_no_step_twice() -> None:
     live, once = python_output(LIVE_HISTORY_INTERRUPTED)
     assert live == "[1, 1002, 2003, 3004, 4005]"  # the live points: every 1 001st epoch
     assert once == "True"  # then every epoch of the 5 000 it ran (no more than max_points)
+
+
+def test_a_run_stopped_right_after_a_live_call_still_logs_its_last_epoch() -> None:
+    """The live history covered epoch 20 000 (sending only its strided points) and the run
+    stopped there (an interrupt held over that call comes right after it): the last epoch
+    is still sent, once, as the first and last epochs always are."""
+    NS = SimpleNamespace
+    sent: list[int] = []
+    rec = NS(log_history=lambda rows, steps: sent.extend(steps))
+    job = NS(cfg=NS(train=NS(epochs=10_000_000), tracking=NS(max_points=10_000)))
+    live, values = LiveHistory([job], [rec], every=0.0), np.linspace(1.0, 0.1, 20_000)
+    live(NS(active=[0], history=NS(length=np.array([20_000]), data={"r": values[:, None]})))
+    assert sent[-1] == 19_020  # the last point on the stride of 1 001
+    live.finish(0, NS(epochs_run=20_000, history={"r": values}), 10_000_000)
+    assert sent == logged_steps(10_000_000, 20_000, 10_000).tolist()
+    assert sent[-1] == 20_000
 
 
 SIGTERM_TWICE = """

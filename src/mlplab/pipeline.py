@@ -443,6 +443,7 @@ class LiveHistory:
         self.stride = [history_stride(j.cfg.train.epochs, j.cfg.tracking.max_points) for j in jobs]
         self.max_points = [j.cfg.tracking.max_points for j in jobs]
         self.sent = [0] * len(jobs)  # epochs already covered, per member
+        self.last_sent = [0] * len(jobs)  # the last epoch actually sent, per member
 
     def __call__(self, progress: Progress) -> None:
         if time.monotonic() - self.last < self.every:
@@ -456,6 +457,7 @@ class LiveHistory:
                 if steps.size:
                     rows = {k: t[steps - 1, member] for k, t in progress.history.data.items()}
                     self.recs[member].log_history(rows, steps.tolist())
+                    self.last_sent[member] = int(steps[-1])
                 self.sent[member] = upto
 
     def finish(self, member: int, result: TrainResult, planned: int) -> None:
@@ -464,6 +466,8 @@ class LiveHistory:
         live = steps <= self.sent[member]
         if self.stride[member] > 1 and result.epochs_run <= self.max_points[member]:
             live &= (steps - 1) % self.stride[member] == 0  # a short run gets every epoch
+        if steps.size and steps[-1] != self.last_sent[member]:
+            live[-1] = False  # the last epoch, covered but off the stride (stopped right there)
         steps = steps[~live]
         if steps.size:
             rows = {k: v[steps - 1] for k, v in result.history.items()}
