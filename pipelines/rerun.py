@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.train.epochs = cut
             print(
                 f"  it was interrupted after {cut} epochs: the rerun trains {cut} "
-                "(its last weights, cut short in an epoch, may differ)",
+                "(a second Ctrl-C, which cuts an epoch short, leaves weights that differ)",
                 flush=True,
             )
         outcome = run(cfg, out_dir, list(args.overrides), extra_tags={"rerun_of": args.run_id})

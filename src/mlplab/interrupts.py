@@ -5,7 +5,8 @@ A scheduler (Kubernetes, SLURM, ``kill``) stops a job with SIGTERM; turned into
 it has. Only the first SIGTERM is taken; later ones are ignored, so that they cannot cut
 the closing of the runs short: ``make`` forwards to its command the SIGTERM that ``kill``
 sent to the whole process group, which therefore comes twice. :func:`deferred_interrupts`
-holds both signals back over a step that must not be cut in two.
+holds both signals back over a step that must not be cut in two; :class:`BetweenEpochs`
+takes them between two epochs of training.
 """
 
 from __future__ import annotations
@@ -70,3 +71,45 @@ def deferred_interrupts() -> Iterator[None]:
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         if held:
             signal.raise_signal(held[0])  # to the handler it was meant for
+
+
+class BetweenEpochs:
+    """Ctrl-C and SIGTERM during training, taken between two epochs: :meth:`check` (a
+    training monitor, called after each recorded epoch) raises ``KeyboardInterrupt`` once
+    one came, so that the weights kept are those of the last whole epoch (``make rerun``
+    of the KILLED run gives the same). A second Ctrl-C stops at once (an epoch can be
+    long); a second SIGTERM is ignored (``make`` forwards the one ``kill`` sent). Used as
+    a context manager around training; a signal that came after the last check is raised
+    again at its end, to the handler it was meant for."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.taken = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> BetweenEpochs:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {
+                sig: signal.signal(sig, self._take) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+        return self
+
+    def _take(self, signum: int, frame: Any) -> None:
+        if self.pending is None:
+            self.pending = signum
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    def check(self, progress: Any) -> None:
+        """Stop training here if a signal came."""
+        if self.pending is not None and not self.taken:
+            self.taken = True
+            raise KeyboardInterrupt(f"signal {self.pending}")
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if self.pending == signal.SIGTERM and self.previous:  # its copy may still come
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self.pending is not None and not self.taken and exc[0] is None:
+            signal.raise_signal(self.pending)

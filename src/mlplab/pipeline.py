@@ -48,7 +48,7 @@ from mlplab.config import (
 )
 from mlplab.data import Dataset, generate
 from mlplab.errors import Interrupted
-from mlplab.interrupts import deferred_interrupts
+from mlplab.interrupts import BetweenEpochs, deferred_interrupts
 from mlplab.metrics import SPLITS, evaluate_split
 from mlplab.nn import MLP, Progress, TrainData, TrainResult, fit
 from mlplab.nn.gradcheck import gradient_check
@@ -385,14 +385,15 @@ def train(jobs: Sequence[Job], monitor: Monitor | None = None) -> list[TrainResu
     arrays = [
         parts[0] if len(jobs) == 1 else np.stack(parts) for parts in zip(*splits, strict=True)
     ]
-    return fit(
-        net,
-        TrainData(*arrays),
-        build.optimizer([j.cfg for j in jobs], net),
-        [build.train_settings(j.cfg) for j in jobs],
-        [j.shuffle_rng for j in jobs],
-        monitor,
-    )
+    with BetweenEpochs() as signals:  # an interrupt keeps whole epochs' weights
+        return fit(
+            net,
+            TrainData(*arrays),
+            build.optimizer([j.cfg for j in jobs], net),
+            [build.train_settings(j.cfg) for j in jobs],
+            [j.shuffle_rng for j in jobs],
+            monitors(monitor, signals.check),
+        )
 
 
 @contextlib.contextmanager
