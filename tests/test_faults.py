@@ -40,6 +40,7 @@ from conftest import (
     wait_for_run,
 )
 from mlplab.config import TrackingConfig
+from mlplab.interrupts import BetweenEpochs
 from mlplab.pipeline import LiveHistory, logged_steps
 from mlplab.weights import load_weights, weights_sha256
 
@@ -172,6 +173,34 @@ def test_an_interrupt_during_a_live_history_call_sends_no_step_twice() -> None:
     live, once = python_output(LIVE_HISTORY_INTERRUPTED)
     assert live == "[1, 1002, 2003, 3004, 4005]"  # the live points: every 1 001st epoch
     assert once == "True"  # then every epoch of the 5 000 it ran (no more than max_points)
+
+
+def test_a_signal_in_training_is_taken_between_two_epochs() -> None:
+    """The first Ctrl-C or SIGTERM waits for the next check (the end of an epoch); a second
+    Ctrl-C does not wait; a second SIGTERM is ignored, then too; one that came after the
+    last check reaches the previous handler as training ends."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with BetweenEpochs() as signals:
+            signal.raise_signal(signal.SIGINT)  # noted, not raised
+            with pytest.raises(KeyboardInterrupt):
+                signals.check(None)
+            signals.check(None)  # taken once
+        with BetweenEpochs(), pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # the second: at once
+        with pytest.raises(KeyboardInterrupt), BetweenEpochs():
+            signal.raise_signal(signal.SIGINT)  # after the last check: raised at the end
+        with BetweenEpochs() as signals:
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)  # make's copy
+            with pytest.raises(KeyboardInterrupt, match=f"signal {int(signal.SIGTERM)}"):
+                signals.check(None)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # the copy may still come
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def test_a_run_stopped_right_after_a_live_call_still_logs_its_last_epoch() -> None:

@@ -97,7 +97,8 @@ class BetweenEpochs:
     def _take(self, signum: int, frame: Any) -> None:
         if self.pending is None:
             self.pending = signum
-        elif signum == signal.SIGINT:
+        elif signum == signal.SIGINT and not self.taken:
+            self.taken = True  # training ends with it
             raise KeyboardInterrupt(f"signal {signum}")
 
     def check(self, progress: Any) -> None:
