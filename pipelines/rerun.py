@@ -212,10 +212,11 @@ def explain(source: str, original: RunInfo, cfg: Config, outcome: RunOutcome) ->
         if weights is not None and rerun_weights.is_file():
             lines += weight_differences(load_weights(weights), load_weights(rerun_weights))
         history = store.download(original.run_id, "history/train_rmse.npy", Path(tmp))
-        # without the file (a run killed outright), the points MLflow kept (maybe thinned)
-        points = [] if history else store.history(original.run_id, "train_rmse")
-        before = np.load(history) if history else np.array([v for _, v in points])
-        steps = None if history else [s for s, _ in points]
+        if history:
+            before, steps = np.load(history), None
+        else:  # a run killed outright: the points MLflow kept (maybe thinned)
+            points = store.history(original.run_id, "train_rmse")
+            before, steps = np.array([v for _, v in points]), [s for s, _ in points]
     trained = outcome.out_dir / "history" / "train_rmse.npy"
     if not trained.is_file():  # refused or failed before training (a gradient check)
         return [*lines, f"train_rmse: the rerun did not train ({outcome.failure})"]

@@ -50,6 +50,16 @@ def sigterm_interrupts() -> None:
                 signal.signal(signal.SIGTERM, _interrupt)
 
 
+def _install(handler: Any) -> dict[int, Any]:
+    """``handler`` for Ctrl-C and SIGTERM; the handlers it replaces."""
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM back (in the main thread) until the block is done, then
@@ -60,15 +70,11 @@ def deferred_interrupts() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, frame: held.append(signum))
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = _install(lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        _restore(previous)
         if held:
             signal.raise_signal(held[0])  # to the handler it was meant for
 
@@ -89,9 +95,7 @@ class BetweenEpochs:
 
     def __enter__(self) -> BetweenEpochs:
         if threading.current_thread() is threading.main_thread():
-            self.previous = {
-                sig: signal.signal(sig, self._take) for sig in (signal.SIGINT, signal.SIGTERM)
-            }
+            self.previous = _install(self._take)
         return self
 
     def _take(self, signum: int, frame: Any) -> None:
@@ -108,8 +112,7 @@ class BetweenEpochs:
             raise KeyboardInterrupt(f"signal {self.pending}")
 
     def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        _restore(self.previous)
         if self.pending == signal.SIGTERM and self.previous:  # its copy may still come
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if self.pending is not None and not self.taken and exc[0] is None:

@@ -244,13 +244,12 @@ def refuse_bad_values(config: DictConfig) -> None:
     )
     parsed = _sweep_overrides(config)
     swept = [o for o in parsed or [] if o.is_sweep_override()]
-    if _basic_sweeper(config):  # it runs lists of jobs
-        for o in swept:
-            if o.is_interval_sweep():
-                raise UserError(
-                    f"{o.input_line}: interval() is a range to search (make tune, tune.space), "
-                    "not jobs to run: give values (a,b), range(...) or choice(...)"
-                )
+    interval = next((o for o in swept if o.is_interval_sweep()), None)
+    if interval is not None and _basic_sweeper(config):  # it runs lists of jobs
+        raise UserError(
+            f"{interval.input_line}: interval() is a range to search (make tune, tune.space), "
+            "not jobs to run: give values (a,b), range(...) or choice(...)"
+        )
     groups = set(config.hydra.runtime.choices)  # and the groups only the jobs choose (+sweep=)
     if loader is not None:
         options = {o.key_or_group: loader.get_group_options(o.key_or_group) for o in swept}
